@@ -181,9 +181,8 @@ def _from_process_start(
     # A blind probe must never look healthy: the operator has to fix it.
     state = _at_least(state_for(seconds_left, thresholds), State.WARNING)
     failure = _probe_failure(facts) or "no probe made"
-    summary = (
-        f"{failure}; estimated from process start: loopback certificate "
-        + _expiry_phrase(not_after, seconds_left)
+    summary = f"{failure}; estimated from process start: loopback certificate " + _expiry_phrase(
+        not_after, seconds_left
     )
     return Assessment(
         target=facts.target,

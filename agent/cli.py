@@ -103,6 +103,9 @@ def _duration_arg(text: str) -> object:
     from agent.durations import parse_duration
 
     try:
+        # A leading "-" lets `demo --expires-in -3d` show an expired certificate.
+        if text.startswith("-"):
+            return -parse_duration(text[1:])
         return parse_duration(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
@@ -155,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_duration_arg,
         default="300d",
         metavar="DURATION",
-        help='time left on the stand-in certificate (default "300d"; "0s" or less = expired)',
+        help='time left on the stand-in certificate (default "300d"; "-3d" = expired 3 days ago)',
     )
     demo.add_argument(
         "--lifetime",
@@ -191,5 +194,3 @@ def main(argv: Optional[List[str]] = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
-
-

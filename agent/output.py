@@ -147,5 +147,3 @@ def render_json(report: CheckReport) -> str:
 
 def exit_code(report: CheckReport) -> int:
     return PLUGIN_EXIT[report.state]
-
-
