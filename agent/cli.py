@@ -51,8 +51,8 @@ def _config_error(error: ConfigError, code: int) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from agent.check import run_check
     from agent.discover import ProcessFinder
-    from agent.output import render_json, render_text
     from agent.output import exit_code as plugin_exit
+    from agent.output import render_json, render_text
     from agent.probe import probe
 
     try:
