@@ -35,6 +35,11 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    textfile: str  # "" = off
+
+
+@dataclass(frozen=True)
 class TargetConfig:
     name: str
     process_name: str
@@ -51,6 +56,7 @@ class Config:
     interval: timedelta
     state_dir: str
     thresholds: Thresholds
+    metrics: MetricsConfig
     targets: Tuple[TargetConfig, ...]
 
 
@@ -116,6 +122,18 @@ def _path(value: Any) -> str:
     return text
 
 
+def _optional_path(value: Any) -> str:
+    text = _string(value)
+    return _path(text) if text else text
+
+
+def _metrics_file(value: Any) -> str:
+    text = _optional_path(value)
+    if text and not text.endswith(".prom"):
+        raise ValueError('must end in ".prom" (node_exporter reads only those)')
+    return text
+
+
 def _host(value: Any) -> str:
     text = _string(value).strip()
     if text.startswith("[") and text.endswith("]"):
@@ -141,6 +159,8 @@ _KINDS: Dict[str, Callable[[Any], Any]] = {
     "string": _string,
     "name": _name,
     "path": _path,
+    "optional-path": _optional_path,
+    "metrics-file": _metrics_file,
     "host": _host,
     "port": _port,
     "positive-duration": _positive_duration,
@@ -203,20 +223,26 @@ def build_config(raw: Dict[str, Any], path: str) -> Config:
     errors = _Collector(path)
     top = errors.table(TOP, raw, "")
 
-    thresholds_raw = raw.get("thresholds", {})
-    if not isinstance(thresholds_raw, dict):
-        errors.add("thresholds", "must be a table", show_value=False)
-        thresholds_raw = {}
-    thresholds = errors.table(_table_named("thresholds"), thresholds_raw, "thresholds.")
+    sections: Dict[str, Dict[str, Any]] = {}
+    for table in SCHEMA:
+        if table is TOP or table.array:
+            continue
+        section = raw.get(table.name, {})
+        if not isinstance(section, dict):
+            errors.add(table.name, "must be a table", show_value=False)
+            section = {}
+        sections[table.name] = errors.table(table, section, table.name + ".")
+    thresholds = sections["thresholds"]
     if (
         thresholds["warning"] is not None
         and thresholds["critical"] is not None
         and thresholds["critical"] >= thresholds["warning"]
     ):
+        warning = raw["thresholds"].get("warning", "60d")
         errors.add(
             "thresholds.critical",
-            f"must be shorter than thresholds.warning ({thresholds_raw.get('warning', '60d')})",
-            thresholds_raw.get("critical", "14d"),
+            f"must be shorter than thresholds.warning ({warning})",
+            raw["thresholds"].get("critical", "14d"),
         )
 
     targets_table = _table_named("targets")
@@ -248,6 +274,7 @@ def build_config(raw: Dict[str, Any], path: str) -> Config:
         interval=top["interval"],
         state_dir=top["state_dir"],
         thresholds=Thresholds(**thresholds),
+        metrics=MetricsConfig(**sections["metrics"]),
         targets=tuple(TargetConfig(**values) for values in targets),
     )
 
@@ -294,5 +321,6 @@ def default_config() -> Config:
         interval=config.interval,
         state_dir=config.state_dir,
         thresholds=config.thresholds,
+        metrics=config.metrics,
         targets=config.targets,
     )

@@ -129,7 +129,22 @@ TARGETS = Table(
     ),
 )
 
-SCHEMA: tuple[Table, ...] = (TOP, THRESHOLDS, TARGETS)
+METRICS = Table(
+    name="metrics",
+    description="Prometheus node_exporter textfile collector output.",
+    options=(
+        Option(
+            "textfile",
+            "metrics-file",
+            "",
+            "File written atomically after every check of the daemon, e.g.\n"
+            "/var/lib/node_exporter/textfile_collector/kube_loopback_guard.prom;\n"
+            '"" (the default) writes none. The name must end in ".prom".',
+        ),
+    ),
+)
+
+SCHEMA: tuple[Table, ...] = (TOP, THRESHOLDS, METRICS, TARGETS)
 
 
 def _toml_value(value: Default) -> str:
