@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 from agent.assess import DEFAULT_LIFETIME, Assessment, State, assess, worst
 from agent.config import DEFAULT_SECURE_PORT, TargetConfig, Thresholds
@@ -18,6 +18,13 @@ from agent.discover import ProcessFinder
 from agent.facts import ApiserverProcess, ProbeResult, TargetFacts
 
 ProbeFunction = Callable[[str, int, str, float], ProbeResult]
+# Given a target name and its process, the lifetime an earlier probe of that
+# same process showed, if any (the daemon remembers it; `check` does not).
+LearnedLifetime = Callable[[str, Optional[ApiserverProcess]], Optional[timedelta]]
+
+
+def nothing_learned(target: str, process: Optional[ApiserverProcess]) -> Optional[timedelta]:
+    return None
 
 
 @dataclass(frozen=True)
@@ -89,14 +96,13 @@ def run_check(
     finder: ProcessFinder,
     probe: ProbeFunction,
     clock: Callable[[], datetime],
-    learned_lifetimes: Optional[Mapping[str, timedelta]] = None,
+    learned: LearnedLifetime = nothing_learned,
 ) -> CheckReport:
     """Check every target; the clock is read once per target, after its probe."""
-    learned = learned_lifetimes or {}
     reports = []
     for target in targets:
         facts = gather_facts(target, finder, probe)
-        lifetime = assumed_lifetime(target, learned.get(target.name))
+        lifetime = assumed_lifetime(target, learned(target.name, facts.process))
         assessment = assess(facts, thresholds, lifetime, clock())
         reports.append(TargetReport(target=target, facts=facts, assessment=assessment))
     return CheckReport(checked_at=clock(), thresholds=thresholds, targets=tuple(reports))

@@ -7,7 +7,13 @@ systemd/kube-loopback-guard.catalog explains each one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import Enum
+from typing import Dict, List, Mapping, Optional, Tuple
+
+from agent.assess import State
+from agent.check import TargetReport
 
 
 class EventKind(str, Enum):
@@ -47,3 +53,119 @@ PRIORITY_ERR = 3
 PRIORITY_WARNING = 4
 PRIORITY_NOTICE = 5
 PRIORITY_INFO = 6
+
+REMINDER_EVERY = timedelta(days=1)
+
+_STATE_PRIORITY = {
+    State.OK: PRIORITY_INFO,
+    State.WARNING: PRIORITY_WARNING,
+    State.CRITICAL: PRIORITY_CRIT,
+    State.EXPIRED: PRIORITY_CRIT,
+    State.UNKNOWN: PRIORITY_ERR,
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One journal record: what happened, how bad, and the structured fields."""
+
+    kind: EventKind
+    priority: int
+    message: str
+    fields: Mapping[str, object]
+
+    @property
+    def message_id(self) -> str:
+        return MESSAGE_IDS[self.kind]
+
+
+def priority_for(state: State) -> int:
+    """ok=info, warning=warning, critical/expired=crit, unknown=err."""
+    return _STATE_PRIORITY[state]
+
+
+def _stamp(moment: Optional[datetime]) -> Optional[str]:
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def target_fields(report: TargetReport) -> Dict[str, object]:
+    """Given a target's check, return the journal fields that describe it."""
+    a = report.assessment
+    probe = report.facts.probe
+    cert = probe.cert if probe is not None else None
+    process = report.facts.process
+    fields: Dict[str, object] = {
+        "TARGET": report.target.name,
+        "STATE": a.state.value,
+        "SOURCE": a.source,
+        "CERT_NOT_AFTER": _stamp(a.not_after),
+        "CERT_NOT_BEFORE": _stamp(a.not_before),
+        "CERT_SECONDS_LEFT": None if a.seconds_left is None else int(a.seconds_left),
+        "CERT_SHA256": cert.sha256 if cert is not None else None,
+        "PROCESS_PID": process.pid if process is not None else None,
+        "PROCESS_START": _stamp(process.started_at) if process is not None else None,
+        "PROBE_ERROR": a.error,
+    }
+    if probe is not None:
+        fields["PROBE_ENDPOINT"] = f"{probe.host}:{probe.port}"
+        fields["LIVEZ"] = probe.livez
+    return fields
+
+
+@dataclass(frozen=True)
+class Alerted:
+    """The last state the journal was told about for a target, and when."""
+
+    state: Optional[str]
+    at: Optional[datetime]
+
+
+def target_events(
+    report: TargetReport,
+    previous_state: Optional[str],
+    previous_probe_error: Optional[str],
+    alerted: Alerted,
+    now: datetime,
+) -> Tuple[List[Event], Alerted]:
+    """Given a target's check, what the previous check saw, the last alert and
+    now, return the records to send and the new last alert.
+
+    A record on change, plus a reminder at most once a day while a state other
+    than ok stands; never one record per interval.
+    """
+    a = report.assessment
+    fields = target_fields(report)
+    name = report.target.name
+    events: List[Event] = []
+    probe_error = report.facts.probe.error if report.facts.probe is not None else None
+    if probe_error is not None and previous_probe_error is None:
+        events.append(
+            Event(
+                EventKind.PROBE_FAILED,
+                PRIORITY_ERR,
+                f"{name}: probe failed: {a.error or probe_error}",
+                fields,
+            )
+        )
+    if previous_state != a.state.value or alerted.state != a.state.value:
+        before = previous_state or "none"
+        events.append(
+            Event(
+                EventKind.STATE_CHANGED,
+                priority_for(a.state),
+                f"{name}: {before.upper()} -> {a.state.name}: {a.summary}",
+                {**fields, "PREVIOUS_STATE": before},
+            )
+        )
+        return events, Alerted(a.state.value, now)
+    if a.state is not State.OK and (alerted.at is None or now - alerted.at >= REMINDER_EVERY):
+        events.append(
+            Event(
+                EventKind.REMINDER,
+                priority_for(a.state),
+                f"{name}: still {a.state.name}: {a.summary}",
+                fields,
+            )
+        )
+        return events, Alerted(a.state.value, now)
+    return events, alerted

@@ -147,3 +147,27 @@ def render_json(report: CheckReport) -> str:
 
 def exit_code(report: CheckReport) -> int:
     return PLUGIN_EXIT[report.state]
+
+
+def target_status(item: TargetReport) -> str:
+    """One short phrase for `systemctl status`, e.g.
+    "kube-apiserver: WARNING, loopback cert expires 2027-05-10 (41 days)"."""
+    a = item.assessment
+    head = f"{item.target.name}: {a.state.name}"
+    if a.not_after is None or a.seconds_left is None:
+        return f"{head}, {a.summary}"
+    days = int(a.seconds_left // 86400) if a.seconds_left > 0 else 0
+    if a.source == "process-start":
+        return (
+            f"{head}, loopback cert expires ~{a.not_after:%Y-%m-%d} ({days} days, estimated "
+            f"from process start: {a.error})"
+        )
+    if a.seconds_left <= 0:
+        return f"{head}, loopback cert expired {a.not_after:%Y-%m-%d %H:%M} UTC"
+    return f"{head}, loopback cert expires {a.not_after:%Y-%m-%d} ({days} days)"
+
+
+def systemd_status(report: CheckReport) -> str:
+    """The STATUS= line: every target's phrase, the worst first."""
+    ranked = sorted(report.targets, key=lambda t: -t.assessment.state.severity)
+    return "; ".join(target_status(t) for t in ranked) or "no targets"
