@@ -1,0 +1,666 @@
+"""A stand-in kube-apiserver: the loopback certificate trick, and nothing else.
+
+It builds certificates the way client-go's `GenerateSelfSignedCertKey` does for
+kube-apiserver's loopback client, serves them only to TLS clients that send SNI
+`apiserver-loopback-client` (every other client gets a normal serving
+certificate), and answers the few health endpoints the agent reads. The `demo`
+command and the test suite use it; it needs nothing beyond the agent's own
+dependencies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from ipaddress import IPv4Address, IPv6Address
+from types import TracebackType
+from typing import Optional, Union
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from agent.facts import LOOPBACK_SERVER_NAME
+
+__all__ = [
+    "LIVEZ_MODES",
+    "LoopbackPair",
+    "StandinApiserver",
+    "make_loopback_pair",
+    "make_serving_pair",
+    "server_context",
+]
+
+LIVEZ_MODES = ("auto", "ok", "failed", "absent", "forbidden")
+LIVEZ_CHECK_PATH = "/livez/loopback-serving-certificate"
+
+_PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]
+
+_MAX_REQUEST_HEAD = 16 * 1024
+# The probe never needs more; a misbehaving client must not pin a thread.
+_DEFAULT_CLIENT_TIMEOUT = 5.0
+_DEFAULT_MAX_CONNECTIONS = 16
+
+
+@dataclass(frozen=True)
+class LoopbackPair:
+    """A CA, its leaf and the leaf key as PEM, with the leaf's validity (UTC)."""
+
+    ca_pem: bytes
+    cert_pem: bytes
+    key_pem: bytes
+    generated_at: datetime
+    not_before: datetime
+    not_after: datetime
+
+    @property
+    def chain_pem(self) -> bytes:
+        """The leaf followed by its CA: what the apiserver sends in the handshake."""
+        return self.cert_pem + self.ca_pem
+
+    @property
+    def cert_der(self) -> bytes:
+        """The leaf certificate as DER, as a TLS client receives it."""
+        return ssl.PEM_cert_to_DER_cert(self.cert_pem.decode("ascii"))
+
+    @property
+    def lifetime(self) -> timedelta:
+        return self.not_after - self.not_before
+
+
+def make_loopback_pair(
+    generated_at: datetime, lifetime: timedelta, key_type: str = "rsa"
+) -> LoopbackPair:
+    """Given the generation time, the lifetime (upstream's maxAge) and a key type,
+    return a loopback CA and leaf shaped like client-go's.
+
+    As upstream: CA `CN=apiserver-loopback-client-ca@<t>` (serial 1, CA:TRUE,
+    digital signature + key encipherment + cert sign), leaf
+    `CN=apiserver-loopback-client@<t>` (serial 2, CA:FALSE, server auth, SAN DNS
+    `apiserver-loopback-client`), both valid from t - 1 h for `lifetime`. The
+    generation time is truncated to whole seconds, as in the CN. key_type is
+    "rsa" (2048 bits, upstream's default) or "ec" (P-256, fast). Raise
+    ValueError if generated_at is naive, lifetime is not positive, or key_type
+    is unknown.
+    """
+    if generated_at.tzinfo is None:
+        raise ValueError("generated_at must be timezone-aware")
+    if lifetime <= timedelta(0):
+        raise ValueError("lifetime must be positive")
+    generated_at = generated_at.astimezone(timezone.utc).replace(microsecond=0)
+    unix = int(generated_at.timestamp())
+    not_before = generated_at - timedelta(hours=1)
+    not_after = not_before + lifetime
+
+    ca_key = _new_key(key_type)
+    ca_name = _cn(f"{LOOPBACK_SERVER_NAME}-ca@{unix}")
+    ca_cert = _sign(
+        _ca_builder(ca_name, ca_key, serial=1, not_before=not_before, not_after=not_after),
+        ca_key,
+    )
+    leaf_key = _new_key(key_type)
+    leaf_cert = _sign(
+        _leaf_builder(
+            _cn(f"{LOOPBACK_SERVER_NAME}@{unix}"),
+            leaf_key,
+            ca_cert,
+            serial=2,
+            not_before=not_before,
+            not_after=not_after,
+            sans=[x509.DNSName(LOOPBACK_SERVER_NAME)],
+        ),
+        ca_key,
+    )
+    return LoopbackPair(
+        ca_pem=ca_cert.public_bytes(serialization.Encoding.PEM),
+        cert_pem=leaf_cert.public_bytes(serialization.Encoding.PEM),
+        key_pem=_key_pem(leaf_key),
+        generated_at=generated_at,
+        not_before=not_before,
+        not_after=not_after,
+    )
+
+
+def make_serving_pair(now: datetime, key_type: str = "rsa") -> LoopbackPair:
+    """Given the current time and a key type, return an ordinary apiserver
+    serving certificate (`CN=kube-apiserver`, SANs kubernetes…, localhost,
+    127.0.0.1, ::1) issued by its own `CN=kubernetes` CA, valid for a year.
+
+    It is what an apiserver serves to clients without the loopback SNI.
+    """
+    now = now.astimezone(timezone.utc).replace(microsecond=0)
+    not_before = now - timedelta(hours=1)
+    not_after = now + timedelta(days=365)
+    ca_key = _new_key(key_type)
+    ca_cert = _sign(
+        _ca_builder(
+            _cn("kubernetes"), ca_key, serial=1, not_before=not_before, not_after=not_after
+        ),
+        ca_key,
+    )
+    key = _new_key(key_type)
+    sans: list[x509.GeneralName] = [
+        x509.DNSName(name)
+        for name in (
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "localhost",
+        )
+    ]
+    sans += [x509.IPAddress(IPv4Address("127.0.0.1")), x509.IPAddress(IPv6Address("::1"))]
+    cert = _sign(
+        _leaf_builder(
+            _cn("kube-apiserver"),
+            key,
+            ca_cert,
+            serial=2,
+            not_before=not_before,
+            not_after=not_after,
+            sans=sans,
+        ),
+        ca_key,
+    )
+    return LoopbackPair(
+        ca_pem=ca_cert.public_bytes(serialization.Encoding.PEM),
+        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
+        key_pem=_key_pem(key),
+        generated_at=now,
+        not_before=not_before,
+        not_after=not_after,
+    )
+
+
+def _new_key(key_type: str) -> _PrivateKey:
+    if key_type == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if key_type == "ec":
+        return ec.generate_private_key(ec.SECP256R1())
+    raise ValueError(f"unknown key_type {key_type!r} (expected 'rsa' or 'ec')")
+
+
+def _key_pem(key: _PrivateKey) -> bytes:
+    # Upstream writes PKCS#1 "RSA PRIVATE KEY"; TraditionalOpenSSL gives that
+    # (and SEC1 "EC PRIVATE KEY" for P-256).
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+def _cn(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _naive(moment: datetime) -> datetime:
+    # cryptography 3.3 reads naive datetimes as UTC; newer releases accept both.
+    return moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _ca_builder(
+    name: x509.Name,
+    key: _PrivateKey,
+    *,
+    serial: int,
+    not_before: datetime,
+    not_after: datetime,
+) -> x509.CertificateBuilder:
+    # Go marks key usage and basic constraints critical and adds a subject
+    # key identifier to CA certificates; do the same.
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(_naive(not_before))
+        .not_valid_after(_naive(not_after))
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+
+
+def _leaf_builder(
+    name: x509.Name,
+    key: _PrivateKey,
+    issuer: x509.Certificate,
+    *,
+    serial: int,
+    not_before: datetime,
+    not_after: datetime,
+    sans: list[x509.GeneralName],
+) -> x509.CertificateBuilder:
+    issuer_ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.subject)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(_naive(not_before))
+        .not_valid_after(_naive(not_after))
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski),
+            critical=False,
+        )
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    )
+
+
+def _sign(builder: x509.CertificateBuilder, key: _PrivateKey) -> x509.Certificate:
+    return builder.sign(key, hashes.SHA256())
+
+
+def server_context(pair: LoopbackPair) -> ssl.SSLContext:
+    """Given a certificate pair, return a TLS server context serving its chain."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.set_alpn_protocols(["http/1.1"])
+    # load_cert_chain only reads files (Python 3.9 has no in-memory variant);
+    # the directory is private to us and removed right away.
+    with tempfile.TemporaryDirectory(prefix="klg-standin-") as directory:
+        chain_path = os.path.join(directory, "chain.pem")
+        key_path = os.path.join(directory, "key.pem")
+        with open(chain_path, "wb") as chain_file:
+            chain_file.write(pair.chain_pem)
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as key_file:
+            key_file.write(pair.key_pem)
+        context.load_cert_chain(chain_path, key_path)
+    return context
+
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
+}
+
+_FORBIDDEN_BODY = (
+    '{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+    '"message":"forbidden: User \\"system:anonymous\\" cannot get path \\"%s\\"",'
+    '"reason":"Forbidden","details":{},"code":403}\n'
+)
+
+
+class StandinApiserver:
+    """A TLS server that behaves like kube-apiserver towards the agent's probe.
+
+    Use it as a context manager (`with StandinApiserver(expires_in=...) as api:`)
+    or call start() and close(). The loopback certificate's dates come from at
+    most one of: `expires_in` (time left, may be negative for an expired
+    certificate; 300 days when nothing is given), `not_after`, `generated_at`,
+    or `not_yet_valid=True` (NotBefore one day ahead, as after a clock jump).
+    `livez` picks the answer of GET /livez/loopback-serving-certificate: "ok",
+    "failed" (500), "absent" (404, apiserver older than v1.36), "forbidden"
+    (403, anonymous access off) or "auto" (ok until NotAfter, failed after, as
+    v1.36+ does). `ignore_sni=True` serves the ordinary certificate to every
+    client, like a load balancer or a server that ignores SNI.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        expires_in: Optional[timedelta] = None,
+        not_after: Optional[datetime] = None,
+        generated_at: Optional[datetime] = None,
+        not_yet_valid: bool = False,
+        lifetime: timedelta = timedelta(days=365),
+        key_type: str = "rsa",
+        ignore_sni: bool = False,
+        livez: str = "auto",
+        client_timeout: float = _DEFAULT_CLIENT_TIMEOUT,
+        max_connections: int = _DEFAULT_MAX_CONNECTIONS,
+        now: Optional[datetime] = None,
+    ) -> None:
+        if livez not in LIVEZ_MODES:
+            raise ValueError(f"livez must be one of {', '.join(LIVEZ_MODES)}, not {livez!r}")
+        given = [expires_in is not None, not_after is not None, generated_at is not None]
+        if sum(given) + int(not_yet_valid) > 1:
+            raise ValueError(
+                "give at most one of expires_in, not_after, generated_at, not_yet_valid"
+            )
+        now = now if now is not None else datetime.now(timezone.utc)
+        hour = timedelta(hours=1)
+        if generated_at is None:
+            if not_yet_valid:
+                generated_at = now + timedelta(days=1) + hour
+            else:
+                if not_after is None:
+                    remaining = expires_in if expires_in is not None else timedelta(days=300)
+                    not_after = now + remaining
+                generated_at = not_after - lifetime + hour
+
+        self.host = host
+        self.pair = make_loopback_pair(generated_at, lifetime, key_type)
+        self.serving_pair = make_serving_pair(now, key_type)
+        self.ignore_sni = ignore_sni
+        self.livez = livez
+        self._requested_port = port
+        self._client_timeout = client_timeout
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._loopback_context = server_context(self.pair)
+        self._context = server_context(self.serving_pair)
+        self._context.sni_callback = self._choose_certificate
+
+        self._lock = threading.Lock()
+        self._listener: Optional[socket.socket] = None
+        self._wakeup: Optional[tuple[socket.socket, socket.socket]] = None
+        self._accept_thread: Optional[threading.Thread] = None
+        self._workers: set[threading.Thread] = set()
+        self._open: set[ssl.SSLSocket] = set()
+        self._closed = False
+        self._connections = 0
+        self._handshakes = 0
+        self._loopback_handshakes = 0
+        self._requests: list[str] = []
+        self._server_names: list[Optional[str]] = []
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> StandinApiserver:
+        """Given a fresh server, bind, listen and start accepting; return self.
+
+        Calling it again while running does nothing. Raise RuntimeError after
+        close(), OSError if the address cannot be bound.
+        """
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the stand-in apiserver is closed")
+            if self._listener is not None:
+                return self
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            listener = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                listener.bind((self.host, self._requested_port))
+                listener.listen(64)
+                listener.setblocking(False)
+            except OSError:
+                listener.close()
+                raise
+            self._listener = listener
+            self._wakeup = socket.socketpair()
+            self._accept_thread = threading.Thread(
+                target=self._accept_loop,
+                args=(listener, self._wakeup[0]),
+                name=f"standin-apiserver-{self.port}",
+                daemon=True,
+            )
+            self._accept_thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop accepting, cut open connections and wait briefly for the threads.
+
+        Calling it again does nothing.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            wakeup = self._wakeup
+            accept_thread = self._accept_thread
+            for tls in self._open:
+                # The plain socket's shutdown, not SSLSocket's: that one drops
+                # the TLS object under a worker that may still be using it.
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(tls, socket.SHUT_RDWR)
+        if wakeup is not None:
+            with contextlib.suppress(OSError):
+                wakeup[1].send(b"x")
+        if accept_thread is not None:
+            accept_thread.join(timeout=5)
+        with self._lock:
+            workers = list(self._workers)
+        deadline = time.monotonic() + 2
+        for worker in workers:
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        if self._listener is not None:
+            self._listener.close()
+        if wakeup is not None:
+            wakeup[0].close()
+            wakeup[1].close()
+
+    def __enter__(self) -> StandinApiserver:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    # -- what tests and the demo read ---------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The TCP port listened on. Raise RuntimeError before start()."""
+        if self._listener is None:
+            raise RuntimeError("the stand-in apiserver is not started")
+        port: int = self._listener.getsockname()[1]
+        return port
+
+    @property
+    def connections(self) -> int:
+        """How many TCP connections were accepted."""
+        with self._lock:
+            return self._connections
+
+    @property
+    def handshakes(self) -> int:
+        """How many TLS handshakes completed."""
+        with self._lock:
+            return self._handshakes
+
+    @property
+    def loopback_handshakes(self) -> int:
+        """How many completed handshakes were served the loopback certificate."""
+        with self._lock:
+            return self._loopback_handshakes
+
+    @property
+    def requests(self) -> list[str]:
+        """The request targets served, in order (for example "/livez")."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def server_names(self) -> list[Optional[str]]:
+        """The SNI names clients sent (None when they sent none), in order."""
+        with self._lock:
+            return list(self._server_names)
+
+    def livez_verdict(self, now: Optional[datetime] = None) -> str:
+        """Given the current time, return what the loopback livez check says now:
+        "ok", "failed", "absent" or "forbidden".
+        """
+        if self.livez != "auto":
+            return self.livez
+        now = now if now is not None else datetime.now(timezone.utc)
+        return "failed" if now >= self.pair.not_after else "ok"
+
+    # -- serving -----------------------------------------------------------
+
+    def _choose_certificate(
+        self,
+        tls: Union[ssl.SSLObject, ssl.SSLSocket],
+        server_name: Optional[str],
+        _: ssl.SSLContext,
+    ) -> None:
+        with self._lock:
+            self._server_names.append(server_name)
+        if server_name == LOOPBACK_SERVER_NAME and not self.ignore_sni:
+            tls.context = self._loopback_context
+
+    def _accept_loop(self, listener: socket.socket, wakeup: socket.socket) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(listener, selectors.EVENT_READ)
+            selector.register(wakeup, selectors.EVENT_READ)
+            while True:
+                events = selector.select()
+                if any(key.fileobj is wakeup for key, _ in events):
+                    return
+                try:
+                    conn, _addr = listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    # Out of descriptors or similar: back off instead of spinning.
+                    time.sleep(0.05)
+                    continue
+                if not self._slots.acquire(blocking=False):
+                    conn.close()
+                    continue
+                with self._lock:
+                    if self._closed:
+                        conn.close()
+                        self._slots.release()
+                        return
+                    self._connections += 1
+                    worker = threading.Thread(
+                        target=self._serve, args=(conn,), name="standin-conn", daemon=True
+                    )
+                    self._workers.add(worker)
+                worker.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        tls: Optional[ssl.SSLSocket] = None
+        try:
+            conn.settimeout(self._client_timeout)
+            tls = self._context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+            with self._lock:
+                if self._closed:
+                    return
+                self._open.add(tls)
+            tls.do_handshake()
+            with self._lock:
+                self._handshakes += 1
+                if tls.context is self._loopback_context:
+                    self._loopback_handshakes += 1
+            head = _read_head(tls, time.monotonic() + self._client_timeout)
+            if head is not None:
+                tls.sendall(self._respond(head))
+        except (OSError, ValueError):
+            # Clients that hang up, time out or speak garbage are the point of
+            # several tests; the server just moves on.
+            pass
+        finally:
+            with self._lock:
+                if tls is not None:
+                    self._open.discard(tls)
+                self._workers.discard(threading.current_thread())
+            (tls if tls is not None else conn).close()
+            self._slots.release()
+
+    def _respond(self, head: bytes) -> bytes:
+        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = request_line.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            return _response(400, "text/plain; charset=utf-8", "400 Bad Request", "GET")
+        method, target, _version = parts
+        with self._lock:
+            self._requests.append(target)
+        if method not in ("GET", "HEAD"):
+            return _response(405, "text/plain; charset=utf-8", "method not allowed\n", method)
+        path = target.split("?", 1)[0]
+        status, content_type, body = self._route(path)
+        return _response(status, content_type, body, method)
+
+    def _route(self, path: str) -> tuple[int, str, str]:
+        text = "text/plain; charset=utf-8"
+        verdict = self.livez_verdict()
+        if verdict == "forbidden" and path.startswith(("/livez", "/healthz", "/readyz")):
+            return 403, "application/json", _FORBIDDEN_BODY % path
+        if path == LIVEZ_CHECK_PATH:
+            if verdict == "ok":
+                return 200, text, "ok"
+            if verdict == "failed":
+                # Upstream's per-check handler wraps the check error this way;
+                # the error text itself is illustrative.
+                return 500, text, "internal server error: loopback certificate expired\n"
+            return 404, text, "404 page not found\n"
+        if path in ("/livez", "/healthz"):
+            if verdict == "failed":
+                aggregate = (
+                    "[+]ping ok\n"
+                    "[-]loopback-serving-certificate failed: reason withheld\n"
+                    f"{path.lstrip('/')} check failed\n"
+                )
+                return 500, text, aggregate
+            return 200, text, "ok"
+        if path == "/readyz":
+            return 200, text, "ok"
+        return 404, text, "404 page not found\n"
+
+
+def _read_head(tls: ssl.SSLSocket, deadline: float) -> Optional[bytes]:
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        if len(buffer) > _MAX_REQUEST_HEAD or time.monotonic() > deadline:
+            return None
+        chunk = tls.recv(4096)
+        if not chunk:
+            return None
+        buffer += chunk
+    return buffer.split(b"\r\n\r\n", 1)[0]
+
+
+def _response(status: int, content_type: str, body: str, method: str) -> bytes:
+    payload = body.encode("utf-8")
+    head = (
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
+        f"Content-Type: {content_type}\r\n"
+        "X-Content-Type-Options: nosniff\r\n"
+        f"Content-Length: {len(payload)}\r\n"
+        "Connection: close\r\n"
+        "\r\n"
+    ).encode("ascii")
+    return head if method == "HEAD" else head + payload
