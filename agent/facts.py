@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Optional
 
-
 # The upstream verdict of GET /livez/loopback-serving-certificate (v1.36+):
 # ok (200 "ok"), failed (500), absent (404, apiserver older than v1.36),
 # forbidden (401/403: anonymous access is off, which is normal), error
