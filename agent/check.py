@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from typing import Callable, Optional, Sequence, Tuple
 
 from agent.assess import DEFAULT_LIFETIME, Assessment, State, assess, worst
-from agent.config import DEFAULT_SECURE_PORT, TargetConfig, Thresholds
+from agent.config import TargetConfig, Thresholds
 from agent.discover import ProcessFinder
-from agent.facts import ApiserverProcess, ProbeResult, TargetFacts
+from agent.facts import DEFAULT_SECURE_PORT, ApiserverProcess, ProbeResult, TargetFacts
 
 ProbeFunction = Callable[[str, int, str, float], ProbeResult]
 # Given a target name and its process, the lifetime an earlier probe of that

@@ -25,7 +25,6 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
     import tomli as tomllib
 
 DEFAULT_CONFIG_PATH = "/etc/kube-loopback-guard/config.toml"
-DEFAULT_SECURE_PORT = 6443
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
-from agent.facts import ApiserverProcess
-
-DEFAULT_SECURE_PORT = 6443
+from agent.facts import DEFAULT_SECURE_PORT, ApiserverProcess
 
 _PORT_FLAG = "secure-port"
 _BIND_FLAG = "bind-address"

@@ -18,6 +18,8 @@ from typing import Literal, Optional
 LivezVerdict = Literal["ok", "failed", "absent", "forbidden", "error", "not-checked"]
 
 LOOPBACK_SERVER_NAME = "apiserver-loopback-client"
+# kube-apiserver's --secure-port default.
+DEFAULT_SECURE_PORT = 6443
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from typing import Any, Dict, Optional
 
 from agent.assess import State
 from agent.check import CheckReport, TargetReport
-from agent.config import DEFAULT_SECURE_PORT
 from agent.durations import format_days
+from agent.facts import DEFAULT_SECURE_PORT
 
 # Monitoring-plugin exit codes.
 EXIT_OK = 0

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import random
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any, Callable, Iterator, List
 
 import pytest
@@ -46,3 +52,51 @@ def ipv6_loopback() -> str:
     if not _has_ipv6_loopback():
         pytest.skip("no IPv6 loopback (::1) on this machine")
     return "::1"
+
+
+Spawn = Callable[..., "subprocess.Popen[bytes]"]
+
+_SLEEP = "import time; time.sleep(60)"
+
+
+def _unique_name() -> str:
+    """Given nothing, return a process name no other process has (12 chars, under comm's 15)."""
+    return "klg-" + os.urandom(4).hex()
+
+
+def _unique_port() -> int:
+    """Given nothing, return a port unlikely to be another apiserver's or another run's."""
+    return random.randint(20000, 60000)
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Spawn]:
+    """Given a tmp dir, yield a starter of named sleeping children; kill and reap them after."""
+    interpreter = os.path.realpath(sys.executable)
+    children: List[subprocess.Popen[bytes]] = []
+
+    def start(name: str, *flags: str) -> subprocess.Popen[bytes]:
+        link = tmp_path / name
+        if not link.is_symlink():
+            link.symlink_to(interpreter)
+        # -S skips site imports: the child only needs to exist, quickly.
+        child = subprocess.Popen(
+            [str(link), "-S", "-c", _SLEEP, *flags],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        children.append(child)
+        # Popen can return (vfork) before the kernel has renamed the child;
+        # wait, bounded, until /proc shows the new name.
+        comm = Path(f"/proc/{child.pid}/comm")
+        for _ in range(200):
+            if comm.read_text().strip() == name[:15]:
+                break
+            time.sleep(0.01)
+        return child
+
+    yield start
+    for child in children:
+        child.kill()  # a no-op once the child has been reaped
+        child.wait(timeout=10)

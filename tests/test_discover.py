@@ -9,66 +9,24 @@ apiserver on the machine, or another run of these tests, changes nothing.
 from __future__ import annotations
 
 import os
-import random
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from datetime import timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Iterator, List, Optional
 
 import psutil
 import pytest
+from conftest import Spawn, _unique_name, _unique_port
 
 from agent.discover import (
-    DEFAULT_SECURE_PORT,
     Discovery,
     ProcessFinder,
     _inspect,
     parse_flags,
 )
-from agent.facts import ApiserverProcess
-
-Spawn = Callable[..., "subprocess.Popen[bytes]"]
-
-_SLEEP = "import time; time.sleep(60)"
-
-
-def _unique_name() -> str:
-    """Given nothing, return a process name no other process has (12 chars, under comm's 15)."""
-    return "klg-" + os.urandom(4).hex()
-
-
-def _unique_port() -> int:
-    """Given nothing, return a port unlikely to be another apiserver's or another run's."""
-    return random.randint(20000, 60000)
-
-
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Spawn]:
-    """Given a tmp dir, yield a starter of named sleeping children; kill and reap them after."""
-    interpreter = os.path.realpath(sys.executable)
-    children: List[subprocess.Popen[bytes]] = []
-
-    def start(name: str, *flags: str) -> subprocess.Popen[bytes]:
-        link = tmp_path / name
-        if not link.is_symlink():
-            link.symlink_to(interpreter)
-        # -S skips site imports: the child only needs to exist, quickly.
-        child = subprocess.Popen(
-            [str(link), "-S", "-c", _SLEEP, *flags],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        children.append(child)
-        return child
-
-    yield start
-    for child in children:
-        child.kill()  # a no-op once the child has been reaped
-        child.wait(timeout=10)
+from agent.facts import DEFAULT_SECURE_PORT, ApiserverProcess
 
 
 def _stop(child: subprocess.Popen[bytes]) -> None:
