@@ -71,7 +71,9 @@ def detail_line(item: TargetReport) -> str:
     a = item.assessment
     parts = [f"{item.target.name}: {a.state.name}"]
     if a.not_after is not None and a.seconds_left is not None:
-        verb = "estimated expiry" if a.source == "process-start" else "expires"
+        verb = "expired" if a.seconds_left <= 0 else "expires"
+        if a.source == "process-start":
+            verb = "estimated expiry"
         parts.append(
             f"{verb} {a.not_after:%Y-%m-%d %H:%M:%S} UTC ({_local(a.not_after)}), "
             f"{format_days(a.seconds_left)} days left"
