@@ -1,0 +1,255 @@
+"""The command line driven end to end, as a real subprocess, against a real
+stand-in apiserver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import List
+
+import pytest
+from conftest import StandinFactory
+
+from agent.schema import render_example
+
+ROOT = Path(__file__).resolve().parent.parent
+STATUS_LINE = re.compile(
+    r"^KUBE-LOOPBACK-GUARD (OK|WARNING|CRITICAL|EXPIRED|UNKNOWN) - .+ \| "
+    r"('[\w.-]+_days_left'=(-?[0-9.]+|U);[0-9.]+;[0-9.]+ ?)+$"
+)
+
+
+def klg(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("NOTIFY_SOCKET", None)
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=str(ROOT),
+    )
+
+
+def config_for(tmp_path: Path, *ports: int, extra: str = "") -> str:
+    path = tmp_path / "config.toml"
+    lines = [f'state_dir = "{tmp_path}/state"', extra]
+    for index, port in enumerate(ports):
+        lines += [
+            "[[targets]]",
+            f'name = "api{index}"',
+            'process_name = ""',
+            'host = "127.0.0.1"',
+            f"port = {port}",
+            'timeout = "2s"',
+        ]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("days", "state", "code"),
+    [(300, "OK", 0), (30, "WARNING", 1), (5, "CRITICAL", 2), (-2, "EXPIRED", 2)],
+)
+def test_check_exit_code_and_first_line(
+    tmp_path: Path, standin: StandinFactory, days: int, state: str, code: int
+) -> None:
+    api = standin(expires_in=timedelta(days=days))
+    result = klg("check", "--config", config_for(tmp_path, api.port))
+    assert result.returncode == code, result.stderr
+    first, *details = result.stdout.splitlines()
+    assert STATUS_LINE.match(first), first
+    assert first.startswith(f"KUBE-LOOPBACK-GUARD {state} - api0: loopback certificate ")
+    assert f"'api0_days_left'={days:.1f};60;14" in first or days < 0
+    assert details[0].startswith(f"api0: {state}, ")
+    assert f"probed 127.0.0.1:{api.port}" in details[0]
+
+
+def test_check_json_shape(tmp_path: Path, standin: StandinFactory) -> None:
+    api = standin(expires_in=timedelta(days=41), lifetime=timedelta(days=1096))
+    result = klg("check", "--json", "--config", config_for(tmp_path, api.port))
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
+    assert data["state"] == "warning"
+    (target,) = data["targets"]
+    assert target["name"] == "api0"
+    assert target["source"] == "probe"
+    assert target["lifetime_seconds"] == 1096 * 86400
+    assert target["not_after"] == api.pair.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert re.fullmatch(r"CN=apiserver-loopback-client@[0-9]+", target["subject"])
+    assert re.fullmatch(r"[0-9a-f]{64}", target["sha256"])
+    assert target["process"] is None
+    assert target["livez"] == "ok"
+    assert target["error"] is None
+    assert target["notes"] == []
+    assert 41 * 86400 - 120 < target["seconds_left"] <= 41 * 86400
+
+
+def test_worst_of_several_targets_and_target_filter(
+    tmp_path: Path, standin: StandinFactory
+) -> None:
+    fine = standin(expires_in=timedelta(days=300))
+    late = standin(expires_in=timedelta(days=10))
+    config = config_for(tmp_path, fine.port, late.port)
+    both = klg("check", "--config", config)
+    assert both.returncode == 2
+    assert both.stdout.startswith("KUBE-LOOPBACK-GUARD CRITICAL - api1: ")
+    assert "'api0_days_left'=300.0;60;14 'api1_days_left'=10.0;60;14" in both.stdout
+    one = klg("check", "--config", config, "--target", "api0")
+    assert one.returncode == 0
+    assert "api1" not in one.stdout
+    missing = klg("check", "--config", config, "--target", "nope")
+    assert missing.returncode == 3
+    assert "no target named 'nope' (configured: api0, api1)" in missing.stderr
+
+
+def test_no_apiserver_says_so_and_exits_3_within_the_timeout(tmp_path: Path) -> None:
+    port = closed_port()
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f'[[targets]]\nprocess_name = "klg-absent-{os.getpid()}"\nport = {port}\ntimeout = "2s"\n'
+    )
+    started = time.monotonic()
+    result = klg("check", "--config", str(path))
+    elapsed = time.monotonic() - started
+    assert result.returncode == 3
+    assert result.stdout.startswith(
+        f"KUBE-LOOPBACK-GUARD UNKNOWN - kube-apiserver: no process named klg-absent-"
+    )
+    assert f"probe of 127.0.0.1:{port} failed: connection refused" in result.stdout
+    assert "=U;60;14" in result.stdout
+    assert elapsed < 2 + 5  # the 2 s probe deadline plus interpreter start
+
+
+def test_silent_peer_is_unknown_within_the_deadline(tmp_path: Path) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)  # accepts (kernel backlog), never speaks
+        started = time.monotonic()
+        result = klg("check", "--config", config_for(tmp_path, listener.getsockname()[1]))
+        elapsed = time.monotonic() - started
+    assert result.returncode == 3
+    assert "timed out after 2.0s" in result.stdout
+    assert elapsed < 2 + 5
+
+
+def test_invalid_config_exits_3_naming_file_key_value(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[thresholds]\nwarning = "7d"\n[[targets]]\nport = "x"\n')
+    result = klg("check", "--config", str(path))
+    assert result.returncode == 3
+    assert result.stdout == ""
+    assert f"{path}: thresholds.critical: must be shorter than thresholds.warning" in result.stderr
+    assert f'{path}: targets[0].port: must be an integer (got "x")' in result.stderr
+
+
+def test_missing_config_named_explicitly(tmp_path: Path) -> None:
+    result = klg("check", "--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == 3
+    assert f"{tmp_path}/nope.toml: no such file" in result.stderr
+
+
+def test_config_verb(tmp_path: Path) -> None:
+    example = klg("config", "--example")
+    assert example.returncode == 0
+    assert example.stdout == render_example() == (ROOT / "examples/config.toml").read_text()
+    good = tmp_path / "good.toml"
+    good.write_text(example.stdout)
+    assert klg("config", "--config", str(good)).returncode == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("interval = 5\n")
+    result = klg("config", "--config", str(bad))
+    assert result.returncode == 78
+    assert f"{bad}: interval: must be a duration" in result.stderr
+
+
+def test_run_refuses_invalid_config_with_78(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("nope = 1\n")
+    result = klg("run", "--config", str(bad))
+    assert result.returncode == 78
+    assert "nope: unknown key" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "state"),
+    [
+        ([], 0, "OK"),
+        (["--expires-in", "30d"], 1, "WARNING"),
+        (["--expires-in", "10d", "--lifetime", "1096d"], 2, "CRITICAL"),
+        (["--expires-in=-3d"], 2, "EXPIRED"),
+    ],
+)
+def test_demo(args: List[str], code: int, state: str) -> None:
+    result = klg("demo", *args)
+    assert result.returncode == code, result.stderr
+    assert "Stand-in kube-apiserver on 127.0.0.1:" in result.stdout
+    assert f"KUBE-LOOPBACK-GUARD {state} - demo-apiserver: loopback certificate" in result.stdout
+
+
+def test_demo_json() -> None:
+    result = klg("demo", "--json", "--expires-in", "100d", "--lifetime", "1096d")
+    data = json.loads(result.stdout)
+    assert data["targets"][0]["lifetime_seconds"] == 1096 * 86400
+    assert data["targets"][0]["livez"] == "ok"
+
+
+def test_status_without_state(tmp_path: Path) -> None:
+    result = klg("status", "--config", config_for(tmp_path, 6443))
+    assert result.returncode == 3
+    assert "no state yet" in result.stdout
+    assert not (tmp_path / "state").exists()  # status never creates anything
+
+
+def test_status_shows_what_the_daemon_saved(tmp_path: Path, standin: StandinFactory) -> None:
+    from agent.check import run_check
+    from agent.config import load_config
+    from agent.discover import ProcessFinder
+    from agent.probe import probe
+    from agent.state import AgentState, save_state, target_state_from
+
+    api = standin(expires_in=timedelta(days=20))
+    config = load_config(config_for(tmp_path, api.port))
+    report = run_check(
+        config.targets,
+        config.thresholds,
+        ProcessFinder(),
+        probe,
+        lambda: datetime.now(timezone.utc),
+    )
+    targets = {
+        t.target.name: target_state_from(t, None, checked_at=report.checked_at)
+        for t in report.targets
+    }
+    save_state(config.state_dir, AgentState(targets=targets, restarts=()))
+    text = klg("status", "--config", str(config.path))
+    assert text.returncode == 0
+    assert "api0: WARNING (checked " in text.stdout
+    assert "loopback certificate expires" in text.stdout
+    data = json.loads(klg("status", "--json", "--config", str(config.path)).stdout)
+    assert data["targets"]["api0"]["state"] == "warning"
+    assert data["targets"]["api0"]["sha256"] == report.targets[0].facts.probe.cert.sha256  # type: ignore[union-attr]
+
+
+def test_help_lists_every_verb_and_each_verb_explains() -> None:
+    result = klg("--help")
+    assert result.returncode == 0
+    for verb in ("check", "run", "status", "demo", "config"):
+        assert verb in result.stdout
+        sub = klg(verb, "--help")
+        assert sub.returncode == 0
+        assert "--config PATH" in sub.stdout
