@@ -6,6 +6,7 @@ Verbs import what they need lazily, so `--help` and light verbs stay fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import datetime, timezone
 from typing import Callable, List, Optional
@@ -99,6 +100,56 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.daemon import Daemon
+    from agent.events import MESSAGE_IDS, PRIORITY_ERR, EventKind
+    from agent.journal import JOURNAL_SOCKET, open_journal
+    from agent.notify import Notifier
+    from agent.probe import probe
+
+    # KLG_JOURNAL_SOCKET points the native protocol elsewhere (tests, debugging).
+    journal = open_journal(socket_path=os.environ.get("KLG_JOURNAL_SOCKET", JOURNAL_SOCKET))
+    try:
+        config = _load(args)
+    except ConfigError as error:
+        journal.send(
+            "invalid configuration, not starting: " + "; ".join(error.problems),
+            PRIORITY_ERR,
+            {"MESSAGE_ID": MESSAGE_IDS[EventKind.CONFIG_REJECTED]},
+        )
+        return EXIT_CONFIG
+    return Daemon(config, args.config, journal, Notifier(), probe).run()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from agent.state import read_state, state_path
+    from agent.status import render_status, status_json
+
+    try:
+        config = _load(args)
+    except ConfigError as error:
+        return _config_error(error, EXIT_CONFIG)
+    path = state_path(config.state_dir)
+    try:
+        state = read_state(config.state_dir)
+    except FileNotFoundError:
+        print(
+            f"no state yet: {path} does not exist (the daemon, `kube-loopback-guard run`, "
+            "writes it after its first check; is kube-loopback-guard.service running?)"
+        )
+        return EXIT_UNKNOWN
+    except (OSError, ValueError) as error:
+        print(f"kube-loopback-guard: cannot read {path}: {error}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    if args.json:
+        sys.stdout.write(json.dumps(status_json(state, path), indent=2) + "\n")
+    else:
+        sys.stdout.write(render_status(state, path, _now()))
+    return 0
+
+
 def _duration_arg(text: str) -> object:
     from agent.durations import parse_duration
 
@@ -169,6 +220,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--json", action="store_true", help="print JSON instead of plugin text")
     demo.set_defaults(handler=cmd_demo)
+
+    run = verbs.add_parser(
+        "run",
+        parents=[common],
+        help="the agent: check every interval, report to journald, systemd and metrics",
+        description=(
+            "Run as a daemon (Type=notify under systemd): check every target at start "
+            "and then every `interval`; log changes and a daily reminder to the journal "
+            "with structured fields; keep `systemctl status` current through sd_notify; "
+            "write Prometheus textfile metrics if configured; keep what it saw in "
+            "state_dir. SIGHUP re-reads the config (an invalid one is rejected and the "
+            "old one stays); SIGTERM stops. Exit 78 if the config is invalid at start."
+        ),
+    )
+    run.set_defaults(handler=cmd_run)
+
+    status = verbs.add_parser(
+        "status",
+        parents=[common],
+        help="show what the daemon last saw (from its state file; no root needed)",
+        description=(
+            "Print what the daemon last saw per target and when, read from "
+            "<state_dir>/state.json. Works without root and without the daemon "
+            "running. Exit 3 when there is no state yet."
+        ),
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=cmd_status)
 
     config = verbs.add_parser(
         "config",

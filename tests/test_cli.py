@@ -128,7 +128,7 @@ def test_no_apiserver_says_so_and_exits_3_within_the_timeout(tmp_path: Path) -> 
     elapsed = time.monotonic() - started
     assert result.returncode == 3
     assert result.stdout.startswith(
-        f"KUBE-LOOPBACK-GUARD UNKNOWN - kube-apiserver: no process named klg-absent-"
+        "KUBE-LOOPBACK-GUARD UNKNOWN - kube-apiserver: no process named klg-absent-"
     )
     assert f"probe of 127.0.0.1:{port} failed: connection refused" in result.stdout
     assert "=U;60;14" in result.stdout

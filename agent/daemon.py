@@ -1,0 +1,301 @@
+"""`run`: the long-running agent under systemd.
+
+The main thread only keeps time and listens: signals and "check done" arrive
+as bytes on one self-pipe (signal.set_wakeup_fd), deadlines come from the
+monotonic clock, so a wall-clock jump neither skips nor doubles a check. Each
+check runs in a worker thread, so SIGTERM is answered at once even in the
+middle of a probe, and a check that hangs stops the watchdog pings, which
+lets systemd restart us.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import threading
+import time
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from types import FrameType
+from typing import Callable, Dict, List, Optional
+
+from agent import __version__
+from agent.check import ProbeFunction, run_check
+from agent.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from agent.discover import ProcessFinder
+from agent.events import (
+    MESSAGE_IDS,
+    PRIORITY_CRIT,
+    PRIORITY_ERR,
+    PRIORITY_INFO,
+    PRIORITY_WARNING,
+    Alerted,
+    Event,
+    EventKind,
+    target_events,
+)
+from agent.facts import ApiserverProcess
+from agent.journal import Journal
+from agent.metrics import write_metrics
+from agent.notify import Notifier
+from agent.output import systemd_status
+from agent.state import (
+    AgentState,
+    TargetState,
+    learned_lifetime,
+    load_state,
+    process_record,
+    save_state,
+    target_state_from,
+)
+
+_CHECK_DONE = 0
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# A check slower than its probes' deadlines plus this is hung.
+_HUNG_MARGIN = 60.0
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def config_source(config: Config) -> str:
+    """Where a config came from, for the journal's CONFIG_FILE= field."""
+    return config.path or f"{DEFAULT_CONFIG_PATH} (absent: built-in defaults)"
+
+
+def _ignore(signum: int, frame: Optional[FrameType]) -> None:
+    """The wakeup fd carries the signal; the handler has nothing to do."""
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        config_path: Optional[str],
+        journal: Journal,
+        notifier: Notifier,
+        probe: ProbeFunction,
+        clock: Callable[[], datetime] = _utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.journal = journal
+        self.notifier = notifier
+        self.probe = probe
+        self.clock = clock
+        self.monotonic = monotonic
+        self.finder = ProcessFinder()
+        self.state = AgentState.empty()
+        self._wake_w = -1
+        self._status = "starting"
+        self._last_problem: Dict[str, str] = {}
+
+    # --- journal -------------------------------------------------------------
+
+    def log(self, event: Event) -> None:
+        self.journal.send(
+            event.message, event.priority, {"MESSAGE_ID": event.message_id, **event.fields}
+        )
+
+    def log_plain(self, kind: EventKind, priority: int, message: str, **fields: object) -> None:
+        self.journal.send(message, priority, {"MESSAGE_ID": MESSAGE_IDS[kind], **fields})
+
+    def problem(self, key: str, message: str, priority: int = PRIORITY_ERR) -> None:
+        """Log a recurring I/O problem once, not once per interval."""
+        if self._last_problem.get(key) != message:
+            self._last_problem[key] = message
+            self.journal.send(message, priority, {})
+
+    def solved(self, key: str) -> None:
+        self._last_problem.pop(key, None)
+
+    # --- one check -----------------------------------------------------------
+
+    def learned(self, target: str, process: Optional[ApiserverProcess]) -> Optional[timedelta]:
+        return learned_lifetime(self.state.targets.get(target), process_record(process))
+
+    def check_cycle(self) -> str:
+        """Check every target, tell the journal what changed, save the state,
+        write the metrics; return the STATUS= text."""
+        config = self.config
+        report = run_check(
+            config.targets, config.thresholds, self.finder, self.probe, self.clock, self.learned
+        )
+        targets: Dict[str, TargetState] = {}
+        for item in report.targets:
+            previous = self.state.targets.get(item.target.name)
+            alerted = Alerted(
+                previous.last_alert_state if previous else None,
+                previous.last_alert_at if previous else None,
+            )
+            events, alerted = target_events(
+                item,
+                previous.state if previous else None,
+                previous.probe_error if previous else None,
+                alerted,
+                report.checked_at,
+            )
+            for event in events:
+                self.log(event)
+            targets[item.target.name] = replace(
+                target_state_from(item, previous, checked_at=report.checked_at),
+                last_alert_state=alerted.state,
+                last_alert_at=alerted.at,
+            )
+        self.state = replace(self.state, targets=targets)
+        try:
+            save_state(config.state_dir, self.state)
+            self.solved("state")
+        except OSError as error:
+            self.problem("state", f"cannot save state in {config.state_dir}: {error}")
+        if config.metrics.textfile:
+            try:
+                write_metrics(config.metrics.textfile, report)
+                self.solved("metrics")
+            except OSError as error:
+                self.problem(
+                    "metrics",
+                    f"cannot write metrics to {config.metrics.textfile}: {error}",
+                    PRIORITY_WARNING,
+                )
+        return systemd_status(report)
+
+    def _worker(self, result: List[str]) -> None:
+        try:
+            result.append(self.check_cycle())
+        except Exception as error:  # the check's state turns unknown, the daemon lives
+            message = f"check failed: {type(error).__name__}: {error}"
+            self.journal.send(message, PRIORITY_ERR, {})
+            result.append(message)
+        finally:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, bytes([_CHECK_DONE]))
+
+    # --- configuration -------------------------------------------------------
+
+    def reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as error:
+            self.log_plain(
+                EventKind.CONFIG_REJECTED,
+                PRIORITY_ERR,
+                "configuration rejected, the previous one stays in force: "
+                + "; ".join(error.problems),
+                CONFIG_FILE=self.config_path or DEFAULT_CONFIG_PATH,
+            )
+            return
+        if config.state_dir != self.config.state_dir:
+            self.load_state(config.state_dir)
+        self.config = config
+        self.log_plain(
+            EventKind.CONFIG_RELOADED,
+            PRIORITY_INFO,
+            f"configuration reloaded from {config.path or 'built-in defaults'}: "
+            f"{len(config.targets)} target(s), interval {config.interval}",
+            CONFIG_FILE=config_source(config),
+        )
+
+    def load_state(self, state_dir: str) -> None:
+        self.state, message = load_state(state_dir, self.clock())
+        if message:
+            self.journal.send(message, PRIORITY_ERR, {})
+
+    # --- the loop --------------------------------------------------------------
+
+    def _check_budget(self) -> float:
+        return sum(t.timeout.total_seconds() for t in self.config.targets) + _HUNG_MARGIN
+
+    def run(self) -> int:
+        wake_r, self._wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        previous_fd = signal.set_wakeup_fd(self._wake_w)
+        previous_handlers = {s: signal.signal(s, _ignore) for s in (*_STOP_SIGNALS, signal.SIGHUP)}
+        try:
+            return self._loop(wake_r)
+        finally:
+            signal.set_wakeup_fd(previous_fd)
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+            os.close(wake_r)
+            os.close(self._wake_w)
+
+    def _loop(self, wake_r: int) -> int:
+        self.load_state(self.config.state_dir)
+        self.log_plain(
+            EventKind.AGENT_STARTED,
+            PRIORITY_INFO,
+            f"kube-loopback-guard {__version__} started: "
+            f"{', '.join(t.name for t in self.config.targets)} every {self.config.interval}",
+            CONFIG_FILE=config_source(self.config),
+        )
+        watchdog = self.notifier.watchdog_interval
+        now = self.monotonic()
+        next_check = now
+        next_ping = now
+        worker: Optional[threading.Thread] = None
+        result: List[str] = []
+        started = 0.0
+        ready = False
+        reload_pending = False
+        hung_reported = False
+        while True:
+            now = self.monotonic()
+            if worker is None:
+                if reload_pending:
+                    reload_pending = False
+                    self.reload()
+                    self.notifier.ready(self._status)
+                    next_check = now
+                if now >= next_check:
+                    result = []
+                    worker = threading.Thread(
+                        target=self._worker, args=(result,), name="check", daemon=True
+                    )
+                    started = now
+                    worker.start()
+                    next_check = now + self.config.interval.total_seconds()
+            hung = worker is not None and now - started > self._check_budget()
+            if hung and not hung_reported:
+                hung_reported = True
+                message = f"check hung for {now - started:.0f}s; watchdog pings stopped"
+                self.journal.send(message, PRIORITY_CRIT, {})
+                self.notifier.status(message)
+            if watchdog is not None and not hung and now >= next_ping:
+                self.notifier.watchdog()
+                next_ping = now + watchdog
+            waits = []
+            if worker is None:
+                waits.append(next_check - now)
+            if watchdog is not None and not hung:
+                waits.append(next_ping - now)
+            timeout = max(0.0, min(waits)) if waits else None
+            readable, _, _ = select.select([wake_r], [], [], timeout)
+            if not readable:
+                continue
+            try:
+                wakes = os.read(wake_r, 512)
+            except BlockingIOError:
+                continue
+            if any(b in _STOP_SIGNALS for b in wakes):
+                self.notifier.stopping()
+                self.log_plain(EventKind.AGENT_STOPPING, PRIORITY_INFO, "stopping on signal")
+                return 0
+            if signal.SIGHUP in wakes:
+                reload_pending = True
+            if _CHECK_DONE in wakes and worker is not None and not worker.is_alive():
+                worker.join()
+                worker = None
+                hung_reported = False
+                self._status = result[0] if result else "check failed"
+                if ready:
+                    self.notifier.status(self._status)
+                else:
+                    self.notifier.ready(self._status)
+                    ready = True

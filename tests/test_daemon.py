@@ -1,0 +1,347 @@
+"""`kube-loopback-guard run` as a real subprocess: its sd_notify conversation on a
+real unix datagram socket (NOTIFY_SOCKET), its journal records on a real
+datagram socket standing in for journald, a real stand-in apiserver, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+import pytest
+from conftest import StandinFactory
+from test_journal import FakeJournald
+
+from agent.events import MESSAGE_IDS, EventKind
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class NotifySocket:
+    """A bound AF_UNIX datagram socket collecting sd_notify messages with times."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+        self.messages: List[Tuple[float, Dict[str, str]]] = []
+        self._stop = False
+        self._thread = threading.Thread(target=self._collect, daemon=True)
+        self._thread.start()
+
+    def _collect(self) -> None:
+        while not self._stop:
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            pairs = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+            self.messages.append((time.monotonic(), pairs))
+
+    def wait_for(
+        self, match: Callable[[Dict[str, str]], bool], after: int = 0, timeout: float = 15
+    ) -> int:
+        """Wait until a message from index `after` on matches; return its index."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for index in range(after, len(self.messages)):
+                if match(self.messages[index][1]):
+                    return index
+            time.sleep(0.02)
+        raise AssertionError(f"no matching sd_notify message; got {self.messages[after:]}")
+
+    def statuses(self, after: int = 0) -> List[str]:
+        return [m["STATUS"] for _, m in self.messages[after:] if "STATUS" in m]
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+
+@dataclass
+class Agent:
+    process: subprocess.Popen[str]
+    notify: NotifySocket
+    journald: FakeJournald
+    config: Path
+    records: List[Dict[str, str]] = field(default_factory=list)
+
+    def journal(self) -> List[Dict[str, str]]:
+        while self.journald.pending():
+            self.records.append(self.journald.receive().fields)
+        return self.records
+
+    def with_id(self, kind: EventKind) -> List[Dict[str, str]]:
+        return [r for r in self.journal() if r.get("MESSAGE_ID") == MESSAGE_IDS[kind]]
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+
+def write_config(path: Path, port: int, *, interval: str = "1s", extra: str = "") -> None:
+    path.write_text(
+        f'interval = "{interval}"\nstate_dir = "{path.parent}/state"\n{extra}\n'
+        f'[[targets]]\nname = "api"\nprocess_name = ""\nhost = "127.0.0.1"\nport = {port}\n'
+        'timeout = "2s"\n'
+    )
+
+
+@pytest.fixture
+def start_agent(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
+    agents: List[Agent] = []
+
+    def start(port: int, watchdog_usec: Optional[int] = None, **config: str) -> Agent:
+        path = tmp_path / "config.toml"
+        write_config(path, port, **config)
+        notify = NotifySocket(tmp_path / f"notify{len(agents)}.sock")
+        journald = FakeJournald(tmp_path / f"journal{len(agents)}.sock")
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "NOTIFY_SOCKET": notify.path,
+            "KLG_JOURNAL_SOCKET": journald.path,
+        }
+        env.pop("WATCHDOG_PID", None)
+        env.pop("WATCHDOG_USEC", None)
+        if watchdog_usec is not None:
+            env["WATCHDOG_USEC"] = str(watchdog_usec)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        agent = Agent(process, notify, journald, path)
+        agents.append(agent)
+        return agent
+
+    yield start
+    for agent in agents:
+        if agent.process.poll() is None:
+            agent.process.kill()
+        agent.process.wait(timeout=10)
+        agent.notify.close()
+        agent.journald.close()
+
+
+def is_ready(m: Dict[str, str]) -> bool:
+    return m.get("READY") == "1"
+
+
+def test_ready_after_first_check_with_status_line(
+    start_agent: Callable[..., Agent], standin: StandinFactory
+) -> None:
+    api = standin(expires_in=timedelta(days=41, hours=2))
+    agent = start_agent(api.port)
+    index = agent.notify.wait_for(is_ready)
+    status = agent.notify.messages[index][1]["STATUS"]
+    expected_day = api.pair.not_after.strftime("%Y-%m-%d")
+    assert status == f"api: WARNING, loopback cert expires {expected_day} (41 days)"
+    assert api.loopback_handshakes >= 1  # READY came after a real check
+    records = agent.journal()
+    started = agent.with_id(EventKind.AGENT_STARTED)
+    assert len(started) == 1
+    changed = agent.with_id(EventKind.STATE_CHANGED)
+    assert len(changed) == 1
+    record = changed[0]
+    assert record["PRIORITY"] == "4"
+    assert record["SYSLOG_IDENTIFIER"] == "kube-loopback-guard"
+    assert record["TARGET"] == "api"
+    assert record["STATE"] == "warning"
+    assert record["CERT_NOT_AFTER"] == api.pair.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert record["CERT_NOT_BEFORE"] == api.pair.not_before.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert len(record["CERT_SHA256"]) == 64
+    assert 41 * 86400 < int(record["CERT_SECONDS_LEFT"]) < 42 * 86400
+    assert record["MESSAGE"].startswith("api: NONE -> WARNING: loopback certificate expires")
+    assert all("MESSAGE" in r and "PRIORITY" in r for r in records)
+
+
+def test_checks_every_interval_with_one_record_not_one_per_check(
+    start_agent: Callable[..., Agent], standin: StandinFactory, tmp_path: Path
+) -> None:
+    api = standin(expires_in=timedelta(days=20))
+    agent = start_agent(api.port, extra=f'[metrics]\ntextfile = "{tmp_path}/klg.prom"')
+    agent.notify.wait_for(is_ready)
+    first = api.loopback_handshakes
+    time.sleep(3.5)
+    checks = api.loopback_handshakes - first
+    assert 2 <= checks <= 5, checks  # interval 1s over 3.5s
+    assert len(agent.with_id(EventKind.STATE_CHANGED)) == 1
+    assert agent.with_id(EventKind.REMINDER) == []
+    assert (tmp_path / "state" / "state.json").exists()
+    metrics = (tmp_path / "klg.prom").read_text()
+    assert 'kube_loopback_guard_state{target="api",state="warning"} 1' in metrics
+    assert agent.process.poll() is None
+
+
+def test_watchdog_cadence(start_agent: Callable[..., Agent], standin: StandinFactory) -> None:
+    api = standin()
+    agent = start_agent(api.port, watchdog_usec=600_000, interval="1h")
+    agent.notify.wait_for(is_ready)
+    time.sleep(2.0)
+    pings = [t for t, m in agent.notify.messages if m.get("WATCHDOG") == "1"]
+    assert len(pings) >= 5
+    gaps = [b - a for a, b in zip(pings, pings[1:])]
+    assert max(gaps) < 0.6 * 0.5 + 0.15, gaps  # at least every half of WATCHDOG_USEC
+
+
+def test_no_watchdog_pings_without_watchdog_usec(
+    start_agent: Callable[..., Agent], standin: StandinFactory
+) -> None:
+    api = standin()
+    agent = start_agent(api.port, interval="1h")
+    agent.notify.wait_for(is_ready)
+    time.sleep(0.5)
+    assert not [m for _, m in agent.notify.messages if "WATCHDOG" in m]
+
+
+def test_sighup_reloads_valid_config(
+    start_agent: Callable[..., Agent], standin: StandinFactory
+) -> None:
+    api = standin(expires_in=timedelta(days=41))
+    agent = start_agent(api.port, interval="1h")
+    ready = agent.notify.wait_for(is_ready)
+    write_config(agent.config, api.port, interval="1h", extra='[thresholds]\nwarning = "30d"')
+    agent.signal(signal.SIGHUP)
+    reloading = agent.notify.wait_for(lambda m: m.get("RELOADING") == "1", after=ready + 1)
+    ready_again = agent.notify.wait_for(is_ready, after=reloading)
+    agent.notify.wait_for(lambda m: m.get("STATUS", "").startswith("api: OK"), after=ready_again)
+    assert len(agent.with_id(EventKind.CONFIG_RELOADED)) == 1
+    changed = agent.with_id(EventKind.STATE_CHANGED)
+    assert [r["STATE"] for r in changed] == ["warning", "ok"]
+    assert changed[1]["PRIORITY"] == "6"
+
+
+def test_sighup_with_broken_config_keeps_the_old_one(
+    start_agent: Callable[..., Agent], standin: StandinFactory
+) -> None:
+    api = standin(expires_in=timedelta(days=41))
+    agent = start_agent(api.port, interval="1h")
+    ready = agent.notify.wait_for(is_ready)
+    agent.config.write_text('interval = "soon"\n')
+    agent.signal(signal.SIGHUP)
+    reloading = agent.notify.wait_for(lambda m: m.get("RELOADING") == "1", after=ready + 1)
+    after = agent.notify.wait_for(is_ready, after=reloading)
+    time.sleep(0.5)
+    rejected = agent.with_id(EventKind.CONFIG_REJECTED)
+    assert len(rejected) == 1
+    assert rejected[0]["PRIORITY"] == "3"
+    assert f"{agent.config}: interval: must be a duration" in rejected[0]["MESSAGE"]
+    assert agent.process.poll() is None
+    # Still the old config: the fresh check still says WARNING for this target.
+    assert agent.notify.statuses(after)[-1].startswith("api: WARNING")
+
+
+def test_sigterm_stops_with_exit_0(
+    start_agent: Callable[..., Agent], standin: StandinFactory
+) -> None:
+    api = standin()
+    agent = start_agent(api.port, interval="1h")
+    agent.notify.wait_for(is_ready)
+    started = time.monotonic()
+    agent.signal(signal.SIGTERM)
+    assert agent.process.wait(timeout=5) == 0
+    assert time.monotonic() - started < 2
+    agent.notify.wait_for(lambda m: m.get("STOPPING") == "1")
+    assert len(agent.with_id(EventKind.AGENT_STOPPING)) == 1
+
+
+def test_sigterm_during_a_hanging_probe_exits_at_once(
+    start_agent: Callable[..., Agent], tmp_path: Path
+) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # accepts, never speaks: the probe waits its 2 s deadline
+        agent = start_agent(silent.getsockname()[1], interval="1h")
+        time.sleep(0.8)  # the first check is now inside the TLS handshake
+        assert not [m for _, m in agent.notify.messages if m.get("READY")]
+        started = time.monotonic()
+        agent.signal(signal.SIGTERM)
+        assert agent.process.wait(timeout=5) == 0
+        assert time.monotonic() - started < 1.0
+
+
+def test_failing_probe_turns_state_unknown_and_the_daemon_lives(
+    start_agent: Callable[..., Agent], standin: StandinFactory
+) -> None:
+    api = standin(expires_in=timedelta(days=200))
+    agent = start_agent(api.port)
+    ready = agent.notify.wait_for(is_ready)
+    api.close()
+    agent.notify.wait_for(lambda m: m.get("STATUS", "").startswith("api: UNKNOWN"), after=ready)
+    time.sleep(2.5)  # more checks, still failing
+    assert agent.process.poll() is None
+    failed = agent.with_id(EventKind.PROBE_FAILED)
+    assert len(failed) == 1  # on the change, not every interval
+    assert failed[0]["PROBE_ERROR"].endswith("connection refused")
+    assert failed[0]["PRIORITY"] == "3"
+    states = [r["STATE"] for r in agent.with_id(EventKind.STATE_CHANGED)]
+    assert states == ["ok", "unknown"]
+
+
+def test_state_survives_a_restart_without_a_second_record(
+    start_agent: Callable[..., Agent], standin: StandinFactory
+) -> None:
+    api = standin(expires_in=timedelta(days=20))
+    first = start_agent(api.port, interval="1h")
+    first.notify.wait_for(is_ready)
+    first.signal(signal.SIGTERM)
+    assert first.process.wait(timeout=5) == 0
+    assert len(first.with_id(EventKind.STATE_CHANGED)) == 1
+    first.notify.close()
+    first.journald.close()
+    second = start_agent(api.port, interval="1h")
+    second.notify.wait_for(is_ready)
+    time.sleep(0.3)
+    assert second.with_id(EventKind.STATE_CHANGED) == []
+
+
+def test_wall_clock_jumps_neither_skip_nor_double_checks(
+    standin: StandinFactory, tmp_path: Path
+) -> None:
+    """In-process: the wall clock jumps a day per reading, monotonic time is real."""
+    from agent.config import load_config
+    from agent.daemon import Daemon
+    from agent.journal import open_journal
+    from agent.notify import Notifier
+    from agent.probe import probe
+
+    api = standin(expires_in=timedelta(days=20))
+    path = tmp_path / "c.toml"
+    write_config(path, api.port)
+    base = datetime.now(timezone.utc)
+    readings = [0]
+
+    def jumping_clock() -> datetime:
+        readings[0] += 1
+        return base + timedelta(days=readings[0] % 2 * 400 - 200)  # ±200 days
+
+    daemon = Daemon(
+        load_config(str(path)),
+        str(path),
+        open_journal(socket_path=str(tmp_path / "absent.sock")),
+        Notifier({}),
+        probe,
+        clock=jumping_clock,
+    )
+    timer = threading.Timer(3.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        assert daemon.run() == 0
+    finally:
+        timer.cancel()
+    # interval 1s over 3.5s of monotonic time: 4 checks (at 0, 1, 2, 3 s)
+    assert 3 <= api.loopback_handshakes <= 5, api.loopback_handshakes
