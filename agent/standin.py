@@ -6,15 +6,22 @@ kube-apiserver's loopback client, serves them only to TLS clients that send SNI
 certificate), and answers the few health endpoints the agent reads. The `demo`
 command and the test suite use it; it needs nothing beyond the agent's own
 dependencies.
+
+`python -m agent.standin --secure-port 6443` runs one as a process, which
+accepts kube-apiserver's flags and generates a new pair at each start; started
+through a symlink named kube-apiserver, it is an apiserver process to the agent.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import selectors
+import signal
 import socket
 import ssl
+import sys
 import tempfile
 import threading
 import time
@@ -22,25 +29,29 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from ipaddress import IPv4Address, IPv6Address
 from types import TracebackType
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent.facts import LOOPBACK_SERVER_NAME
+from agent.durations import parse_duration
+from agent.facts import DEFAULT_SECURE_PORT, LOOPBACK_SERVER_NAME
 
 __all__ = [
     "LIVEZ_MODES",
+    "READYZ_MODES",
     "LoopbackPair",
     "StandinApiserver",
+    "main",
     "make_loopback_pair",
     "make_serving_pair",
     "server_context",
 ]
 
 LIVEZ_MODES = ("auto", "ok", "failed", "absent", "forbidden")
+READYZ_MODES = ("ok", "failed")
 LIVEZ_CHECK_PATH = "/livez/loopback-serving-certificate"
 
 _PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]
@@ -319,6 +330,9 @@ _REASONS = {
     500: "Internal Server Error",
 }
 
+# Upstream's aggregate answer when a readiness check fails (etcd, for example).
+_READYZ_FAILED_BODY = "[+]ping ok\n[-]etcd failed: reason withheld\nreadyz check failed\n"
+
 _FORBIDDEN_BODY = (
     '{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
     '"message":"forbidden: User \\"system:anonymous\\" cannot get path \\"%s\\"",'
@@ -337,8 +351,10 @@ class StandinApiserver:
     `livez` picks the answer of GET /livez/loopback-serving-certificate: "ok",
     "failed" (500), "absent" (404, apiserver older than v1.36), "forbidden"
     (403, anonymous access off) or "auto" (ok until NotAfter, failed after, as
-    v1.36+ does). `ignore_sni=True` serves the ordinary certificate to every
-    client, like a load balancer or a server that ignores SNI.
+    v1.36+ does). `readyz` picks the answer of GET /readyz: "ok" or "failed"
+    (500, as while etcd is unreachable). `ignore_sni=True` serves the ordinary
+    certificate to every client, like a load balancer or a server that ignores
+    SNI.
     """
 
     def __init__(
@@ -357,9 +373,12 @@ class StandinApiserver:
         client_timeout: float = _DEFAULT_CLIENT_TIMEOUT,
         max_connections: int = _DEFAULT_MAX_CONNECTIONS,
         now: Optional[datetime] = None,
+        readyz: str = "ok",
     ) -> None:
         if livez not in LIVEZ_MODES:
             raise ValueError(f"livez must be one of {', '.join(LIVEZ_MODES)}, not {livez!r}")
+        if readyz not in READYZ_MODES:
+            raise ValueError(f"readyz must be one of {', '.join(READYZ_MODES)}, not {readyz!r}")
         given = [expires_in is not None, not_after is not None, generated_at is not None]
         if sum(given) + int(not_yet_valid) > 1:
             raise ValueError(
@@ -381,6 +400,7 @@ class StandinApiserver:
         self.serving_pair = make_serving_pair(now, key_type)
         self.ignore_sni = ignore_sni
         self.livez = livez
+        self.readyz = readyz
         self._requested_port = port
         self._client_timeout = client_timeout
         self._slots = threading.BoundedSemaphore(max_connections)
@@ -637,6 +657,8 @@ class StandinApiserver:
                 return 500, text, aggregate
             return 200, text, "ok"
         if path == "/readyz":
+            if self.readyz == "failed":
+                return 500, text, _READYZ_FAILED_BODY
             return 200, text, "ok"
         return 404, text, "404 page not found\n"
 
@@ -664,3 +686,114 @@ def _response(status: int, content_type: str, body: str, method: str) -> bytes:
         "\r\n"
     ).encode("ascii")
     return head if method == "HEAD" else head + payload
+
+
+# -- a stand-in apiserver process ----------------------------------------------
+
+
+def _duration(text: str) -> timedelta:
+    # A leading "-" gives an already expired certificate (--expires-in -3d);
+    # a lifetime that is not positive is refused by make_loopback_pair.
+    try:
+        if text.startswith("-"):
+            return -parse_duration(text[1:])
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _moment(text: str) -> datetime:
+    # fromisoformat reads no "Z" before Python 3.11.
+    try:
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: write RFC 3339, for example 2026-01-09T08:58:13Z"
+        ) from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone: add Z or an offset")
+    return moment
+
+
+def _parser() -> argparse.ArgumentParser:
+    # allow_abbrev=False: an unknown kube-apiserver flag such as --bind must
+    # never be taken for a prefix of one of ours.
+    parser = argparse.ArgumentParser(
+        prog="python -m agent.standin",
+        description="Serve a stand-in kube-apiserver in the foreground until SIGTERM or "
+        "SIGINT, with a loopback certificate generated at start, as upstream does. "
+        "Other kube-apiserver flags are accepted and ignored.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--secure-port", type=int, default=DEFAULT_SECURE_PORT)
+    parser.add_argument(
+        "--bind-address",
+        default="127.0.0.1",
+        help="default 127.0.0.1 (kube-apiserver's is 0.0.0.0; a stand-in stays local)",
+    )
+    parser.add_argument(
+        "--lifetime", type=_duration, default=timedelta(days=365), help='default "365d"'
+    )
+    dates = parser.add_mutually_exclusive_group()
+    dates.add_argument("--expires-in", type=_duration, help='time left, e.g. "10d", "-3d"')
+    dates.add_argument("--not-after", type=_moment, help="RFC 3339")
+    dates.add_argument(
+        "--generated-at", type=_moment, help="RFC 3339; default: now, as at every upstream start"
+    )
+    parser.add_argument("--key-type", choices=("rsa", "ec"), default="rsa")
+    parser.add_argument("--livez", choices=LIVEZ_MODES, default="auto")
+    parser.add_argument("--readyz", choices=READYZ_MODES, default="ok")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Given kube-apiserver-like arguments (sys.argv[1:] when None), serve a
+    stand-in apiserver until SIGTERM or SIGINT; return 0, or 1 when the
+    address cannot be bound.
+
+    Each start generates a new loopback pair (generated now unless a date
+    option says otherwise), like a real apiserver start. Once listening it
+    prints one line, "listening on HOST:PORT", to stdout. Arguments it does
+    not know are ignored, so it can stand where kube-apiserver's command line
+    is expected. argparse exits with 2 for a bad value of a known option.
+    """
+    parser = _parser()
+    args, _ignored = parser.parse_known_args(argv)
+    generated_at = args.generated_at
+    if args.expires_in is None and args.not_after is None and generated_at is None:
+        generated_at = datetime.now(timezone.utc)
+    stop = {signal.SIGTERM, signal.SIGINT}
+    # Blocked before any thread starts, so every thread inherits the mask and
+    # sigwait below is the one place the signal arrives: no handler races.
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+    try:
+        server = StandinApiserver(
+            host=args.bind_address,
+            port=args.secure_port,
+            expires_in=args.expires_in,
+            not_after=args.not_after,
+            generated_at=generated_at,
+            lifetime=args.lifetime,
+            key_type=args.key_type,
+            livez=args.livez,
+            readyz=args.readyz,
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    try:
+        server.start()
+    except OSError as error:
+        sys.stderr.write(f"cannot listen on {args.bind_address}:{args.secure_port}: {error}\n")
+        return 1
+    try:
+        host = f"[{server.host}]" if ":" in server.host else server.host
+        sys.stdout.write(f"listening on {host}:{server.port}\n")
+        sys.stdout.flush()
+        signal.sigwait(stop)
+    finally:
+        server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
