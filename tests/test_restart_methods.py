@@ -22,6 +22,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 import psutil
 import pytest
 from conftest import Spawn
+from faulty_peers import closed_port
 from supervisor import Supervised, Supervisors
 
 from agent.discover import ProcessFinder
@@ -50,7 +51,8 @@ def supervisors(tmp_path: Path) -> Iterator[Supervisors]:
 
 def _process(supervised: Supervised) -> ApiserverProcess:
     found = ProcessFinder().find("kube-apiserver", supervised.port).process
-    assert found is not None
+    # Other kube-apiservers may run on this machine (the packaging tests' one).
+    assert found is not None and found.secure_port == supervised.port
     return found
 
 
@@ -132,8 +134,9 @@ def test_static_pod_never_signals_a_reused_pid(
 
 
 def test_static_pod_reports_a_process_that_is_gone(spawn: Spawn, tmp_path: Path) -> None:
-    child = spawn("kube-apiserver")
-    process = ProcessFinder().find("kube-apiserver", None).process
+    port = closed_port()
+    child = spawn("kube-apiserver", f"--secure-port={port}")
+    process = ProcessFinder().find("kube-apiserver", port).process
     assert process is not None and process.pid == child.pid
     child.kill()
     child.wait()
@@ -324,8 +327,9 @@ def test_crictl_container_choice(
 
 
 def test_crictl_failure_is_reported_with_its_message(spawn: Spawn, tmp_path: Path) -> None:
-    spawn("kube-apiserver")
-    process = ProcessFinder().find("kube-apiserver", None).process
+    port = closed_port()
+    spawn("kube-apiserver", f"--secure-port={port}")
+    process = ProcessFinder().find("kube-apiserver", port).process
     assert process is not None
     tool = _script(
         tmp_path / "crictl",
