@@ -431,13 +431,13 @@ class Observed:
 
     def __init__(self, api: Supervised) -> None:
         self.api = api
-        self.finder = ProcessFinder()
 
     def find(self) -> Optional[ApiserverProcess]:
-        found = self.finder.find("kube-apiserver", self.api.port).process
-        # With a single kube-apiserver, discovery does not check the port; while
-        # ours restarts, another one on this machine (the packaging tests' one)
-        # would be that single match.
+        # With a single kube-apiserver, discovery does not check the port, and
+        # a finder keeps what it found while that still runs: while ours
+        # restarts, another one on this machine (the packaging tests' one)
+        # would be found, and kept. So a fresh scan, and our port only.
+        found = ProcessFinder().find("kube-apiserver", self.api.port).process
         return found if found is not None and found.secure_port == self.api.port else None
 
     def probe_once(self) -> ProbeResult:
