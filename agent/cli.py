@@ -9,10 +9,13 @@ import argparse
 import os
 import sys
 from datetime import datetime, timezone
-from typing import Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
+
+if TYPE_CHECKING:
+    from agent.state import AgentState
 
 from agent import __version__
-from agent.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from agent.config import DEFAULT_CONFIG_PATH, Config, ConfigError, TargetConfig, load_config
 from agent.output import EXIT_UNKNOWN
 
 # sysexits.h EX_CONFIG; the unit's RestartPreventExitStatus= names it.
@@ -150,6 +153,108 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stored_state(config: Config) -> AgentState:
+    from agent.state import AgentState, read_state
+
+    try:
+        return read_state(config.state_dir)
+    except FileNotFoundError:
+        return AgentState.empty()
+
+
+def _time_arg(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: write RFC 3339, e.g. 2026-12-06T02:30:00+01:00"
+        ) from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a UTC offset, e.g. +01:00 or Z")
+    return moment.astimezone(timezone.utc)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import json
+
+    from agent.check import run_check
+    from agent.discover import ProcessFinder
+    from agent.journal import open_journal
+    from agent.plan import make_plans, node_name, plans_json, render_plans
+    from agent.probe import probe
+    from agent.restart import Restarter
+
+    try:
+        config = _load(args)
+        targets = _select(config, args.target)
+        state = _stored_state(config)
+    except ConfigError as error:
+        return _config_error(error, EXIT_CONFIG)
+    except (OSError, ValueError) as error:
+        print(f"kube-loopback-guard: cannot read the state: {error}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    report = run_check(targets, config.thresholds, ProcessFinder(), probe, _now)
+    node = node_name()
+    ask = None
+    if args.at is None:
+        restarter = Restarter(config, open_journal(), probe, node, _now)
+        ask = restarter.read_only_guards
+    plans = make_plans(report, config, state, node, args.at or _now(), ask)
+    if args.json:
+        sys.stdout.write(json.dumps(plans_json(plans), indent=2) + "\n")
+    else:
+        sys.stdout.write(render_plans(plans, config.restart))
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from agent.check import run_check
+    from agent.discover import ProcessFinder
+    from agent.journal import open_journal
+    from agent.plan import forced, make_plans, node_name
+    from agent.probe import probe
+    from agent.restart import Restarter
+
+    try:
+        config = _load(args)
+        targets = _select(config, args.target)
+        state = _stored_state(config)
+    except ConfigError as error:
+        return _config_error(error, EXIT_CONFIG)
+    except (OSError, ValueError) as error:
+        print(f"kube-loopback-guard: cannot read the state: {error}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    if args.dry_run:
+        config = replace(config, restart=replace(config.restart, dry_run=True))
+    report = run_check(targets, config.thresholds, ProcessFinder(), probe, _now)
+    node = node_name()
+    restarter = Restarter(config, open_journal(), probe, node, _now)
+    for plan in make_plans(report, config, state, node, _now()):
+        decision = forced(plan.decision) if args.force else plan.decision
+        name = plan.item.target.name
+        if not decision.restart:
+            print(f"{name}: no restart ({decision.reason.value}): {decision.message}")
+            continue
+        outcome = restarter.run(plan.item, decision)
+        print(f"{name}: {outcome.detail}")
+        if outcome.succeeded is None:
+            return 1
+        return 0 if outcome.succeeded else 2
+    return 1
+
+
+def _select(config: Config, name: Optional[str]) -> tuple[TargetConfig, ...]:
+    if name is None:
+        return config.targets
+    targets = tuple(t for t in config.targets if t.name == name)
+    if not targets:
+        names = ", ".join(t.name for t in config.targets)
+        raise ConfigError([f"--target: no target named {name!r} (configured: {names})"])
+    return targets
+
+
 def _duration_arg(text: str) -> object:
     from agent.durations import parse_duration
 
@@ -235,6 +340,53 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     run.set_defaults(handler=cmd_run)
+
+    plan = verbs.add_parser(
+        "plan",
+        parents=[common],
+        help="show the restart decision per target, and why (changes nothing)",
+        description=(
+            "Check every target and show the restart decision with its reason code "
+            "(disabled, unknown-expiry, not-due, too-soon, expired, outside-window, due, "
+            "blocked-peer, blocked-command, lease-held), the next maintenance window and "
+            "the last restart. When the decision is to restart now, the guards (peers' "
+            "/readyz, blocking_command, who holds the lease) are asked, without taking "
+            "the lease. Changes nothing."
+        ),
+    )
+    plan.add_argument("--target", metavar="NAME", help="only the target with this name")
+    plan.add_argument(
+        "--at",
+        type=_time_arg,
+        metavar="TIME",
+        help="decide as if it were TIME (RFC 3339, e.g. 2026-12-06T02:30:00+01:00); "
+        "guards are not asked",
+    )
+    plan.add_argument("--json", action="store_true", help="print JSON")
+    plan.set_defaults(handler=cmd_plan)
+
+    restart = verbs.add_parser(
+        "restart",
+        parents=[common],
+        help="restart the apiserver now if the decision says so (or --force), verified",
+        description=(
+            "Check, decide, and when the decision is to restart, do what the daemon does: "
+            "write the intent to the state file, take the lease, ask the guards, run "
+            "pre_hook, restart by the configured method, verify (new process, later "
+            "certificate, /readyz ok) within ready_timeout, run post_hook, release the "
+            "lease. Exit 0 restarted and verified, 1 nothing done (the reason is "
+            "printed), 2 the restart failed."
+        ),
+    )
+    restart.add_argument("--target", metavar="NAME", help="only the target with this name")
+    restart.add_argument(
+        "--force",
+        action="store_true",
+        help="restart even if not due, outside the windows or within min_interval "
+        "(guards still apply; never when the certificate cannot be read or restart is disabled)",
+    )
+    restart.add_argument("--dry-run", action="store_true", help="decide and log, never act")
+    restart.set_defaults(handler=cmd_restart)
 
     status = verbs.add_parser(
         "status",

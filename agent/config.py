@@ -9,15 +9,14 @@ errors, so a typo can never silently switch something off.
 from __future__ import annotations
 
 import difflib
-import ipaddress
-import re
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from agent.durations import parse_duration
-from agent.schema import SCHEMA, TOP, Option, Table
+from agent.config_values import KINDS
+from agent.schema import TOP, Table, children_of, table_named
+from agent.window import MaintenanceWindow, WindowError, parse_window
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,6 +49,41 @@ class TargetConfig:
 
 
 @dataclass(frozen=True)
+class LeaseConfig:
+    kubeconfig: str
+    namespace: str
+    name: str
+    duration: timedelta
+    identity: str  # "" = host name
+
+
+@dataclass(frozen=True)
+class RestartConfig:
+    enabled: bool
+    dry_run: bool
+    method: str  # "systemd" | "static-pod" | "command"
+    unit: str
+    command: Tuple[str, ...]
+    targets: Tuple[str, ...]  # empty = every target
+    before_expiry: timedelta
+    min_interval: timedelta
+    when_expired: str  # "immediately" | "window"
+    random_delay: timedelta
+    ready_timeout: timedelta
+    command_timeout: timedelta
+    peers: Tuple[str, ...]
+    peer_ca: str
+    blocking_command: Tuple[str, ...]
+    pre_hook: Tuple[str, ...]
+    post_hook: Tuple[str, ...]
+    windows: Tuple[MaintenanceWindow, ...]
+    lease: Optional[LeaseConfig]
+
+    def applies_to(self, target: str) -> bool:
+        return not self.targets or target in self.targets
+
+
+@dataclass(frozen=True)
 class Config:
     path: Optional[str]  # None when built-in defaults are in force
     interval: timedelta
@@ -57,6 +91,7 @@ class Config:
     thresholds: Thresholds
     metrics: MetricsConfig
     targets: Tuple[TargetConfig, ...]
+    restart: RestartConfig
 
 
 class ConfigError(Exception):
@@ -67,113 +102,14 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-# --- value kinds: each returns the normalised value or raises ValueError ----
-
-
-def _string(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    return value
-
-
-def _positive_duration(value: Any) -> timedelta:
-    try:
-        duration = parse_duration(_string(value))
-    except ValueError:
-        raise ValueError(
-            'must be a duration: a whole number and one unit, such as "30s", "5m", "2h", "60d"'
-        ) from None
-    if duration <= timedelta(0):
-        raise ValueError("must be longer than 0s")
-    return duration
-
-
-def _probe_timeout(value: Any) -> timedelta:
-    duration = _positive_duration(value)
-    if duration > timedelta(minutes=5):
-        raise ValueError("must be at most 5m")
-    return duration
-
-
-def _lifetime(value: Any) -> Optional[timedelta]:
-    if value == "auto":
-        return None
-    try:
-        return _positive_duration(value)
-    except ValueError:
-        raise ValueError('must be "auto" or a duration such as "365d"') from None
-
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-
-
-def _name(value: Any) -> str:
-    text = _string(value)
-    if not _NAME.match(text):
-        raise ValueError("must be 1-63 letters, digits, '.', '_' or '-', starting alphanumeric")
-    return text
-
-
-def _path(value: Any) -> str:
-    text = _string(value)
-    if not text.startswith("/"):
-        raise ValueError("must be an absolute path")
-    return text
-
-
-def _optional_path(value: Any) -> str:
-    text = _string(value)
-    return _path(text) if text else text
-
-
-def _metrics_file(value: Any) -> str:
-    text = _optional_path(value)
-    if text and not text.endswith(".prom"):
-        raise ValueError('must end in ".prom" (node_exporter reads only those)')
-    return text
-
-
-def _host(value: Any) -> str:
-    text = _string(value).strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    if text:
-        try:
-            ipaddress.ip_address(text)
-        except ValueError:
-            if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$", text):
-                raise ValueError("must be an IP address or a host name") from None
-    return text
-
-
-def _port(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError("must be an integer")
-    if not 0 <= value <= 65535:
-        raise ValueError("must be between 0 and 65535")
-    return value
-
-
-_KINDS: Dict[str, Callable[[Any], Any]] = {
-    "string": _string,
-    "name": _name,
-    "path": _path,
-    "optional-path": _optional_path,
-    "metrics-file": _metrics_file,
-    "host": _host,
-    "port": _port,
-    "positive-duration": _positive_duration,
-    "probe-timeout": _probe_timeout,
-    "lifetime": _lifetime,
-}
-
-
 def _show(value: Any) -> str:
     text = repr(value) if not isinstance(value, str) else '"' + value + '"'
     return text if len(text) <= 80 else text[:77] + "..."
 
 
 class _Collector:
+    """Walks the raw TOML along the schema, collecting every problem."""
+
     def __init__(self, path: str) -> None:
         self.path = path
         self.problems: List[str] = []
@@ -184,9 +120,9 @@ class _Collector:
         self.problems.append(f"{where}: {message}{suffix}")
 
     def table(self, table: Table, raw: Dict[str, Any], prefix: str) -> Dict[str, Any]:
-        """Validate one table's options; return key → normalised value."""
+        """Validate one table's own options; return key → normalised value (None if bad)."""
         known = {option.key: option for option in table.options}
-        children = {t.name for t in SCHEMA if t.name} if table is TOP else set()
+        children = {child.key for child in children_of(table)}
         out: Dict[str, Any] = {}
         for key, value in raw.items():
             if key in children:
@@ -196,65 +132,49 @@ class _Collector:
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 self.add(prefix + key, "unknown key" + hint, show_value=False)
                 continue
-            out[key] = self.option(known[key], value, prefix + key)
+            try:
+                out[key] = KINDS[known[key].kind](value)
+            except ValueError as error:
+                self.add(prefix + key, str(error), value)
+                out[key] = None
         for option in table.options:
             if option.key not in out:
-                out[option.key] = _KINDS[option.kind](option.default)
+                if option.required:
+                    self.add(prefix + option.key, "is required", show_value=False)
+                    out[option.key] = None
+                else:
+                    out[option.key] = KINDS[option.kind](option.default)
         return out
 
-    def option(self, option: Option, value: Any, key: str) -> Any:
-        try:
-            return _KINDS[option.kind](value)
-        except ValueError as error:
-            self.add(key, str(error), value)
-            return None
-
-
-def _table_named(name: str) -> Table:
-    return next(t for t in SCHEMA if t.name == name)
-
-
-def build_config(raw: Dict[str, Any], path: str) -> Config:
-    """Given parsed TOML and its file name, return the Config.
-
-    Raise ConfigError listing every problem if anything is invalid.
-    """
-    errors = _Collector(path)
-    top = errors.table(TOP, raw, "")
-
-    sections: Dict[str, Dict[str, Any]] = {}
-    for table in SCHEMA:
-        if table is TOP or table.array:
-            continue
-        section = raw.get(table.name, {})
+    def section(self, raw: Dict[str, Any], table: Table, prefix: str) -> Optional[Dict[str, Any]]:
+        """The raw plain sub-table `table.key` of `raw`; {} when absent (None when
+        absent and the table is optional)."""
+        section = raw.get(table.key)
+        if section is None:
+            return None if table.optional else {}
         if not isinstance(section, dict):
-            errors.add(table.name, "must be a table", show_value=False)
-            section = {}
-        sections[table.name] = errors.table(table, section, table.name + ".")
-    thresholds = sections["thresholds"]
-    if (
-        thresholds["warning"] is not None
-        and thresholds["critical"] is not None
-        and thresholds["critical"] >= thresholds["warning"]
-    ):
-        warning = raw["thresholds"].get("warning", "60d")
-        errors.add(
-            "thresholds.critical",
-            f"must be shorter than thresholds.warning ({warning})",
-            raw["thresholds"].get("critical", "14d"),
-        )
+            self.add(prefix + table.key, "must be a table", show_value=False)
+            return {}
+        return section
 
-    targets_table = _table_named("targets")
-    targets_raw = raw.get("targets", [{}])
-    if not isinstance(targets_raw, list) or not all(isinstance(t, dict) for t in targets_raw):
-        errors.add("targets", "must be written as [[targets]] tables", show_value=False)
-        targets_raw = []
-    elif not targets_raw:
+    def entries(self, raw: Dict[str, Any], table: Table, prefix: str) -> List[Dict[str, Any]]:
+        default: List[Dict[str, Any]] = [{}] * table.default_entries
+        entries = raw.get(table.key, default)
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            self.add(prefix + table.key, f"must be written as [[{table.name}]] tables", False)
+            return []
+        return entries
+
+
+def _targets(errors: _Collector, raw: Dict[str, Any]) -> List[Dict[str, Any]]:
+    table = table_named("targets")
+    entries = errors.entries(raw, table, "")
+    if "targets" in raw and isinstance(raw["targets"], list) and not raw["targets"]:
         errors.add("targets", "must list at least one target", show_value=False)
     targets: List[Dict[str, Any]] = []
     seen: Dict[str, int] = {}
-    for index, entry in enumerate(targets_raw):
-        values = errors.table(targets_table, entry, f"targets[{index}].")
+    for index, entry in enumerate(entries):
+        values = errors.table(table, entry, f"targets[{index}].")
         name = values["name"]
         if name is not None and name in seen:
             errors.add(
@@ -265,16 +185,96 @@ def build_config(raw: Dict[str, Any], path: str) -> Config:
         elif name is not None:
             seen[name] = index
         targets.append(values)
+    return targets
 
-    if errors.problems:
-        raise ConfigError(errors.problems)
+
+def _windows(errors: _Collector, raw: Dict[str, Any]) -> List[MaintenanceWindow]:
+    table = table_named("restart.windows")
+    windows: List[MaintenanceWindow] = []
+    for index, entry in enumerate(errors.entries(raw, table, "restart.")):
+        prefix = f"restart.windows[{index}]."
+        values = errors.table(table, entry, prefix)
+        if any(values[key] is None for key in ("days", "start", "end", "timezone")):
+            continue
+        try:
+            windows.append(
+                parse_window(values["days"], values["start"], values["end"], values["timezone"])
+            )
+        except WindowError as error:
+            errors.add(prefix + error.field, str(error), entry.get(error.field))
+    return windows
+
+
+def _restart(
+    errors: _Collector, raw: Dict[str, Any], target_names: List[str]
+) -> Optional[RestartConfig]:
+    table = table_named("restart")
+    section = errors.section(raw, table, "") or {}
+    values = errors.table(table, section, "restart.")
+    windows = _windows(errors, section)
+    lease_table = table_named("restart.lease")
+    lease_raw = errors.section(section, lease_table, "restart.")
+    lease = None
+    if lease_raw is not None:
+        lease_values = errors.table(lease_table, lease_raw, "restart.lease.")
+        if None not in lease_values.values():
+            lease = LeaseConfig(**lease_values)
+    if None in values.values():
+        return None
+    for name in values["targets"]:
+        if name not in target_names:
+            errors.add("restart.targets", f"names no configured target {name!r}", name)
+    if values["method"] == "command" and not values["command"]:
+        errors.add("restart.command", 'is required when method = "command"', show_value=False)
+    if values["method"] == "systemd" and not values["unit"]:
+        errors.add("restart.unit", 'is required when method = "systemd"', values["unit"])
+    if values["enabled"] and not windows and values["when_expired"] == "window":
+        errors.add(
+            "restart.windows",
+            'is empty: with when_expired = "window" nothing would ever be restarted',
+            show_value=False,
+        )
+    return RestartConfig(**values, windows=tuple(windows), lease=lease)
+
+
+def build_config(raw: Dict[str, Any], path: str) -> Config:
+    """Given parsed TOML and its file name, return the Config.
+
+    Raise ConfigError listing every problem if anything is invalid.
+    """
+    errors = _Collector(path)
+    top = errors.table(TOP, raw, "")
+    thresholds = errors.table(
+        table_named("thresholds"),
+        errors.section(raw, table_named("thresholds"), "") or {},
+        "thresholds.",
+    )
+    metrics = errors.table(
+        table_named("metrics"), errors.section(raw, table_named("metrics"), "") or {}, "metrics."
+    )
+    if (
+        thresholds["warning"] is not None
+        and thresholds["critical"] is not None
+        and thresholds["critical"] >= thresholds["warning"]
+    ):
+        written = raw.get("thresholds", {})
+        errors.add(
+            "thresholds.critical",
+            f"must be shorter than thresholds.warning ({written.get('warning', '60d')})",
+            written.get("critical", "14d"),
+        )
+    targets = _targets(errors, raw)
+    restart = _restart(errors, raw, [t["name"] for t in targets if t["name"]])
+    if errors.problems or restart is None:
+        raise ConfigError(errors.problems or [f"{path}: invalid [restart] table"])
     return Config(
         path=path,
         interval=top["interval"],
         state_dir=top["state_dir"],
         thresholds=Thresholds(**thresholds),
-        metrics=MetricsConfig(**sections["metrics"]),
+        metrics=MetricsConfig(**metrics),
         targets=tuple(TargetConfig(**values) for values in targets),
+        restart=restart,
     )
 
 
@@ -322,4 +322,5 @@ def default_config() -> Config:
         thresholds=config.thresholds,
         metrics=config.metrics,
         targets=config.targets,
+        restart=config.restart,
     )

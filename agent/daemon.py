@@ -14,6 +14,7 @@ import contextlib
 import os
 import select
 import signal
+import socket
 import threading
 import time
 from dataclasses import replace
@@ -22,14 +23,16 @@ from types import FrameType
 from typing import Callable, Dict, List, Optional
 
 from agent import __version__
-from agent.check import ProbeFunction, run_check
+from agent.check import CheckReport, ProbeFunction, TargetReport, run_check
 from agent.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from agent.decide import Reason, RestartDecision, decide
 from agent.discover import ProcessFinder
 from agent.events import (
     MESSAGE_IDS,
     PRIORITY_CRIT,
     PRIORITY_ERR,
     PRIORITY_INFO,
+    PRIORITY_NOTICE,
     PRIORITY_WARNING,
     Alerted,
     Event,
@@ -41,14 +44,16 @@ from agent.journal import Journal
 from agent.metrics import write_metrics
 from agent.notify import Notifier
 from agent.output import systemd_status
+from agent.restart import Restarter
 from agent.state import (
     AgentState,
     TargetState,
+    last_restart,
     learned_lifetime,
     load_state,
     process_record,
-    save_state,
     target_state_from,
+    update_state,
 )
 
 _CHECK_DONE = 0
@@ -80,6 +85,7 @@ class Daemon:
         probe: ProbeFunction,
         clock: Callable[[], datetime] = _utcnow,
         monotonic: Callable[[], float] = time.monotonic,
+        hung_margin: float = _HUNG_MARGIN,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -88,7 +94,12 @@ class Daemon:
         self.probe = probe
         self.clock = clock
         self.monotonic = monotonic
+        self.hung_margin = hung_margin
         self.finder = ProcessFinder()
+        self.node = socket.gethostname()
+        # The last restart plan logged per target, so it is logged on change only.
+        self.planned: Dict[str, str] = {}
+        self.recheck_soon = False
         self.state = AgentState.empty()
         self._wake_w = -1
         self._status = "starting"
@@ -148,7 +159,13 @@ class Daemon:
             )
         self.state = replace(self.state, targets=targets)
         try:
-            save_state(config.state_dir, self.state)
+            # Read-modify-write under a lock: the restart history on disk may
+            # have grown (the `restart` verb), and is kept as it is there.
+            self.state, message = update_state(
+                config.state_dir, lambda s: replace(s, targets=targets), report.checked_at
+            )
+            if message:
+                self.journal.send(message, PRIORITY_ERR, {})
             self.solved("state")
         except OSError as error:
             self.problem("state", f"cannot save state in {config.state_dir}: {error}")
@@ -162,7 +179,55 @@ class Daemon:
                     f"cannot write metrics to {config.metrics.textfile}: {error}",
                     PRIORITY_WARNING,
                 )
-        return systemd_status(report)
+        return systemd_status(report, self.restarts(report))
+
+    def restarts(self, report: CheckReport) -> Dict[str, str]:
+        """Decide for every target, restart at most one; return the restart
+        part of STATUS= per target."""
+        policy = self.config.restart
+        texts: Dict[str, str] = {}
+        acted = False
+        for item in report.targets:
+            name = item.target.name
+            decision = decide(
+                item.assessment, policy, last_restart(self.state, name), self.node, self.clock()
+            )
+            if decision.restart and not acted:
+                acted = True
+                outcome = Restarter(
+                    self.config, self.journal, self.probe, self.node, self.clock
+                ).run(item, decision)
+                texts[name] = outcome.status
+                self.planned.pop(name, None)
+                if outcome.acted:
+                    self.recheck_soon = True
+                continue
+            if decision.restart:
+                decision = replace(
+                    decision, restart=False, message="restart waits: one restart at a time"
+                )
+            texts[name] = decision.status
+            self.note_plan(item, decision)
+        return texts
+
+    def note_plan(self, item: TargetReport, decision: RestartDecision) -> None:
+        """Log the restart plan when it changes, never once per interval."""
+        name = item.target.name
+        if self.planned.get(name) == decision.message:
+            return
+        self.planned[name] = decision.message
+        if not decision.status:  # disabled, not due: nothing to say
+            return
+        waiting = decision.reason in (Reason.UNKNOWN_EXPIRY, Reason.TOO_SOON)
+        opening = decision.next_opening
+        self.log_plain(
+            EventKind.RESTART_BLOCKED if waiting else EventKind.RESTART_PLANNED,
+            PRIORITY_WARNING if waiting else PRIORITY_NOTICE,
+            f"{name}: {decision.message}",
+            TARGET=name,
+            RESTART_REASON=decision.reason.value,
+            RESTART_AT=opening.start.strftime("%Y-%m-%dT%H:%M:%SZ") if opening else None,
+        )
 
     def _worker(self, result: List[str]) -> None:
         try:
@@ -209,7 +274,14 @@ class Daemon:
     # --- the loop --------------------------------------------------------------
 
     def _check_budget(self) -> float:
-        return sum(t.timeout.total_seconds() for t in self.config.targets) + _HUNG_MARGIN
+        """Seconds a check (and the one restart it may carry out) may take."""
+        budget = sum(t.timeout.total_seconds() for t in self.config.targets) + self.hung_margin
+        policy = self.config.restart
+        if policy.enabled:
+            # guards, pre_hook, method, post_hook, then verification
+            budget += 4 * policy.command_timeout.total_seconds()
+            budget += policy.ready_timeout.total_seconds() + 60
+        return budget
 
     def run(self) -> int:
         wake_r, self._wake_w = os.pipe()
@@ -289,11 +361,16 @@ class Daemon:
                 return 0
             if signal.SIGHUP in wakes:
                 reload_pending = True
-            if _CHECK_DONE in wakes and worker is not None and not worker.is_alive():
+            if _CHECK_DONE in wakes and worker is not None:
+                # The byte is the worker's last act; it may not have exited
+                # yet, so wait for it rather than ask is_alive() (a race).
                 worker.join()
                 worker = None
                 hung_reported = False
                 self._status = result[0] if result else "check failed"
+                if self.recheck_soon:  # show the restarted apiserver's new certificate
+                    self.recheck_soon = False
+                    next_check = min(next_check, now + 5.0)
                 if ready:
                     self.notifier.status(self._status)
                 else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from agent.assess import State
 from agent.check import CheckReport, TargetReport
@@ -169,7 +169,13 @@ def target_status(item: TargetReport) -> str:
     return f"{head}, loopback cert expires {a.not_after:%Y-%m-%d} ({days} days)"
 
 
-def systemd_status(report: CheckReport) -> str:
-    """The STATUS= line: every target's phrase, the worst first."""
+def systemd_status(report: CheckReport, restart: Optional[Mapping[str, str]] = None) -> str:
+    """The STATUS= line: every target's phrase, the worst first, each with the
+    restart part when there is one ("…, restart planned Sun 02:00 Europe/Berlin")."""
+    restart = restart or {}
     ranked = sorted(report.targets, key=lambda t: -t.assessment.state.severity)
-    return "; ".join(target_status(t) for t in ranked) or "no targets"
+    phrases = []
+    for item in ranked:
+        extra = restart.get(item.target.name, "")
+        phrases.append(target_status(item) + (f", {extra}" if extra else ""))
+    return "; ".join(phrases) or "no targets"

@@ -8,7 +8,7 @@ against it, and `render_example()` writes the sample config shipped as
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 # A default as it is written in TOML: str, int, bool or a list of str.
 Default = Union[str, int, bool, Tuple[str, ...]]
@@ -17,9 +17,12 @@ Default = Union[str, int, bool, Tuple[str, ...]]
 @dataclass(frozen=True)
 class Option:
     key: str
-    kind: str  # see agent.config._KINDS
+    kind: str  # see agent.config_values.KINDS
     default: Default
     description: str
+    # Shown in the sample instead of the default (tables that are off by default).
+    example: Optional[Default] = None
+    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,21 @@ class Table:
     array: bool = False
     # For array tables: how many entries the default config has (0 or 1).
     default_entries: int = 0
+    # A plain table whose presence switches something on ([restart.lease]).
+    optional: bool = False
+
+    @property
+    def parent(self) -> str:
+        return self.name.rpartition(".")[0]
+
+    @property
+    def key(self) -> str:
+        return self.name.rpartition(".")[2]
+
+    @property
+    def off_by_default(self) -> bool:
+        """True when the built-in defaults do not have this table at all."""
+        return self.optional or (self.array and self.default_entries == 0)
 
 
 TOP = Table(
@@ -144,7 +162,188 @@ METRICS = Table(
     ),
 )
 
-SCHEMA: tuple[Table, ...] = (TOP, THRESHOLDS, METRICS, TARGETS)
+RESTART = Table(
+    name="restart",
+    description=(
+        "Controlled restart of the apiserver inside a maintenance window (off by\n"
+        'default: monitoring only). See README, "Restarting safely".'
+    ),
+    options=(
+        Option("enabled", "bool", False, "Restart at all; false = monitoring only."),
+        Option("dry_run", "bool", False, "Decide and log, never act."),
+        Option(
+            "method",
+            "restart-method",
+            "systemd",
+            'How to restart: "systemd" (restart `unit`), "static-pod" (crictl stop the\n'
+            'container, or SIGTERM the process; kubelet starts a new one) or "command".',
+        ),
+        Option("unit", "string", "kube-apiserver.service", "The unit, for method systemd."),
+        Option(
+            "command",
+            "argv",
+            (),
+            'For method command: argv, no shell, e.g. ["/usr/local/sbin/restart-apiserver"];\n'
+            "it gets KLG_TARGET, KLG_PID, KLG_NOT_AFTER in its environment.",
+        ),
+        Option(
+            "targets",
+            "target-names",
+            (),
+            "Names of the [[targets]] this restarts; empty = every target.",
+        ),
+        Option(
+            "before_expiry",
+            "positive-duration",
+            "30d",
+            "Due when less than this is left on the loopback certificate.",
+        ),
+        Option(
+            "min_interval",
+            "min-interval",
+            "24h",
+            "Never two restarts of a target closer than this (at least 1h).",
+        ),
+        Option(
+            "when_expired",
+            "when-expired",
+            "immediately",
+            'Once expired the outage has begun: "immediately" restarts at once,\n'
+            '"window" still waits for a window.',
+        ),
+        Option(
+            "random_delay",
+            "duration",
+            "0s",
+            "Delay into the window, the same on every check for this node and window\n"
+            "(spreads masters that share a window; at most half the window).",
+        ),
+        Option(
+            "ready_timeout",
+            "ready-timeout",
+            "5m",
+            "Deadline for the new apiserver: new process, later certificate, /readyz ok.",
+        ),
+        Option(
+            "command_timeout",
+            "ready-timeout",
+            "2m",
+            "Deadline for each command run: hooks, blocking_command, systemctl, crictl.",
+        ),
+        Option(
+            "peers",
+            "peer-urls",
+            (),
+            'Other apiservers, e.g. ["https://10.0.0.12:6443", "https://10.0.0.13:6443"];\n'
+            "each GET /readyz must answer ok before a restart.",
+        ),
+        Option(
+            "peer_ca",
+            "optional-path",
+            "",
+            "CA file to verify peers; empty = no verification (/readyz is public).",
+        ),
+        Option(
+            "blocking_command",
+            "argv",
+            (),
+            "argv; a non-zero exit blocks the restart (like kured's blockers).",
+        ),
+        Option("pre_hook", "argv", (), "argv run before the restart; non-zero aborts it."),
+        Option(
+            "post_hook",
+            "argv",
+            (),
+            "argv run after, with KLG_OUTCOME (succeeded/failed) and details in env.",
+        ),
+    ),
+)
+
+RESTART_WINDOWS = Table(
+    name="restart.windows",
+    description=(
+        "Maintenance windows; restarts happen only inside one (unless expired\n"
+        'with when_expired "immediately"). A window over midnight belongs to the\n'
+        "day it starts."
+    ),
+    array=True,
+    default_entries=0,
+    options=(
+        Option(
+            "days",
+            "days",
+            (),
+            'Days on which the window STARTS: "mon" … "sun".',
+            example=("sat", "sun"),
+            required=True,
+        ),
+        Option("start", "string", "", "Local start time, HH:MM.", example="02:00", required=True),
+        Option(
+            "end",
+            "string",
+            "",
+            "Local end time, HH:MM; before start = crosses midnight; equal = 24 hours.",
+            example="04:00",
+            required=True,
+        ),
+        Option(
+            "timezone",
+            "string",
+            "UTC",
+            "IANA time zone of start and end.",
+            example="Europe/Berlin",
+        ),
+    ),
+)
+
+RESTART_LEASE = Table(
+    name="restart.lease",
+    description=(
+        "Optional: one master at a time, cluster-wide, through a\n"
+        "coordination.k8s.io/v1 Lease (RBAC in README)."
+    ),
+    optional=True,
+    options=(
+        Option(
+            "kubeconfig",
+            "path",
+            "/etc/kubernetes/admin.conf",
+            "Kubeconfig naming the API server, its CA and our credentials.",
+        ),
+        Option("namespace", "name", "kube-system", "Namespace of the Lease."),
+        Option("name", "name", "kube-loopback-guard", "Name of the Lease."),
+        Option(
+            "duration",
+            "positive-duration",
+            "15m",
+            "leaseDurationSeconds: a lease left by a dead agent expires after this.",
+        ),
+        Option(
+            "identity",
+            "string",
+            "",
+            "holderIdentity; empty = this node's host name.",
+        ),
+    ),
+)
+
+SCHEMA: tuple[Table, ...] = (
+    TOP,
+    THRESHOLDS,
+    METRICS,
+    TARGETS,
+    RESTART,
+    RESTART_WINDOWS,
+    RESTART_LEASE,
+)
+
+
+def table_named(name: str) -> Table:
+    return next(t for t in SCHEMA if t.name == name)
+
+
+def children_of(table: Table) -> tuple[Table, ...]:
+    return tuple(t for t in SCHEMA if t.name and t is not table and t.parent == table.name)
 
 
 def _toml_value(value: Default) -> str:
@@ -164,13 +363,15 @@ def _comment(text: str) -> list[str]:
 def render_example() -> str:
     """Return the sample config: every option with its default, commented out.
 
-    Uncommenting any line keeps the behaviour the same; the test suite checks
-    that the uncommented sample parses to exactly the defaults.
+    Uncommenting any line keeps the behaviour the same, except in tables that
+    are off by default ([[restart.windows]], [restart.lease]), whose sample
+    values are examples; the test suite checks both.
     """
     lines = [
         "# kube-loopback-guard configuration (TOML).",
         "# Generated from agent/schema.py: `kube-loopback-guard config --example`.",
-        "# Every value shown is the default; uncomment a line to change it.",
+        "# Every value shown is the default (examples in tables that are off by",
+        "# default); uncomment a line to change it.",
         '# Durations are a whole number and one unit: "30s", "5m", "2h", "60d".',
     ]
     for table in SCHEMA:
@@ -181,5 +382,6 @@ def render_example() -> str:
             lines.append("# " + header)
         for option in table.options:
             lines.extend(_comment(option.description))
-            lines.append(f"# {option.key} = {_toml_value(option.default)}")
+            value = option.example if option.example is not None else option.default
+            lines.append(f"# {option.key} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"

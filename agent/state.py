@@ -540,3 +540,88 @@ def save_state(state_dir: str, state: AgentState) -> None:
         # non-root status verb; a directory someone else made keeps its mode.
         os.chmod(state_dir, 0o755)
     write_atomic(state_path(state_dir), data, mode=0o644)
+
+
+# --- sharing the file: the daemon and the `restart` verb both write it -------
+
+LOCK_FILE = ".lock"
+RESTART_LOCK_FILE = "restart.lock"
+
+
+def _ensure_dir(state_dir: str) -> None:
+    if not os.path.isdir(state_dir):
+        os.makedirs(state_dir, mode=0o755, exist_ok=True)
+        os.chmod(state_dir, 0o755)
+
+
+def update_state(
+    state_dir: str, change: Callable[[AgentState], AgentState], now: datetime
+) -> Tuple[AgentState, Optional[str]]:
+    """Given the state directory, a change and now, apply the change to the
+    state ON DISK under an exclusive lock and save it; return the new state and
+    load_state's message, if any.
+
+    The daemon owns `targets`, whoever restarts owns `restarts`: reading and
+    writing under one lock means neither loses the other's records. Raise
+    OSError if the directory, lock or file cannot be written.
+    """
+    import fcntl
+
+    _ensure_dir(state_dir)
+    fd = os.open(os.path.join(state_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        current, message = load_state(state_dir, now)
+        changed = change(current)
+        save_state(state_dir, changed)
+        return changed, message
+    finally:
+        os.close(fd)  # releases the lock
+
+
+class RestartLock:
+    """An exclusive, non-blocking lock on <state_dir>/restart.lock: one restart
+    at a time on this node, whether the daemon or a person runs it. The kernel
+    drops it when the holder dies, so it can never stick."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.path = os.path.join(state_dir, RESTART_LOCK_FILE)
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        _ensure_dir(os.path.dirname(self.path))
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def counts_for_min_interval(record: RestartRecord) -> bool:
+    """An intent never finished (a crash mid-restart) counts, as does any
+    restart that ran; a restart blocked or aborted before acting does not."""
+    return record.phase == "intent" or record.outcome in ("succeeded", "failed")
+
+
+def last_restart(state: AgentState, target: str) -> Optional[datetime]:
+    """Given the state and a target, return when it was last restarted (or an
+    intent to restart it was written), for min_interval."""
+    times = [r.at for r in state.restarts if r.target == target and counts_for_min_interval(r)]
+    return max(times) if times else None
+
+
+def finish_restart(state: AgentState, intent: RestartRecord, done: RestartRecord) -> AgentState:
+    """Given the state, the intent record and the finished record, return the
+    state with the intent replaced by the finished one (appended if gone)."""
+    kept = tuple(r for r in state.restarts if r != intent)
+    return replace(state, restarts=(*kept, done)[-MAX_RESTARTS:])

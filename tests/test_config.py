@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from agent.config import (
     ConfigError,
+    LeaseConfig,
     TargetConfig,
     default_config,
     load_config,
@@ -71,6 +73,19 @@ def test_example_uncommented_parses_to_the_defaults() -> None:
         defaults.state_dir,
         defaults.thresholds,
         defaults.targets,
+    )
+    assert config.metrics == defaults.metrics
+    # Tables that are off by default show examples, not defaults: everything
+    # else in [restart] is the default, the examples parse to what they say.
+    assert replace(config.restart, windows=(), lease=None) == defaults.restart
+    (window,) = config.restart.windows
+    assert str(window) == "Sat, Sun 02:00–04:00 Europe/Berlin"
+    assert config.restart.lease == LeaseConfig(
+        kubeconfig="/etc/kubernetes/admin.conf",
+        namespace="kube-system",
+        name="kube-loopback-guard",
+        duration=timedelta(minutes=15),
+        identity="",
     )
 
 
@@ -135,7 +150,54 @@ def test_full_config() -> None:
         ('[[targets]]\nname = "a b"', "targets[0].name: must be 1-63 letters"),
         ('[[targets]]\nname = ""', "targets[0].name: must be 1-63 letters"),
         ('[[targets]]\nlifetime = "1y"', 'targets[0].lifetime: must be "auto" or a duration'),
-        ('[[targets]]\ntimeout = "10m"', 'targets[0].timeout: must be at most 5m (got "10m")'),
+        (
+            '[[targets]]\ntimeout = "10m"',
+            'targets[0].timeout: must be between 1s and 5m (got "10m")',
+        ),
+        ("[restart]\nenabled = 1", "restart.enabled: must be true or false (got 1)"),
+        ('[restart]\nmethod = "kill"', 'restart.method: must be one of "systemd", "static-pod"'),
+        ('[restart]\nmethod = "command"', 'restart.command: is required when method = "command"'),
+        (
+            '[restart]\ncommand = ["restart-it"]',
+            "restart.command: must start with an absolute path",
+        ),
+        ('[restart]\npre_hook = "/bin/true"', "restart.pre_hook: must be a list of strings"),
+        ('[restart]\nmin_interval = "5m"', "restart.min_interval: must be between 1h and 365d"),
+        ('[restart]\nready_timeout = "1s"', "restart.ready_timeout: must be between 10s and 1h"),
+        ('[restart]\nwhen_expired = "never"', 'restart.when_expired: must be one of "immediately"'),
+        (
+            '[restart]\npeers = ["http://10.0.0.2:6443"]',
+            "restart.peers: 'http://10.0.0.2:6443' is not",
+        ),
+        ('[restart]\ntargets = ["nope"]', "restart.targets: names no configured target 'nope'"),
+        (
+            '[restart]\nenabled = true\nwhen_expired = "window"',
+            'restart.windows: is empty: with when_expired = "window" nothing would ever',
+        ),
+        ("[restart]\nwindow = 1", "restart.window: unknown key (did you mean 'windows'?)"),
+        (
+            '[[restart.windows]]\nstart = "02:00"\nend = "03:00"',
+            "restart.windows[0].days: is required",
+        ),
+        (
+            '[[restart.windows]]\ndays = ["sat"]\nstart = "2am"\nend = "03:00"',
+            "restart.windows[0].start: ",
+        ),
+        (
+            '[[restart.windows]]\ndays = ["caturday"]\nstart = "02:00"\nend = "03:00"',
+            "restart.windows[0].days: ",
+        ),
+        (
+            '[[restart.windows]]\ndays = ["sat"]\nstart = "02:00"\nend = "03:00"\n'
+            'timezone = "Mars/Olympus"',
+            "restart.windows[0].timezone: ",
+        ),
+        (
+            '[restart.lease]\nkubeconfig = "admin.conf"',
+            "restart.lease.kubeconfig: must be an absolute",
+        ),
+        ('[restart.lease]\nduration = "0s"', "restart.lease.duration: must be longer than 0s"),
+        ("[restart.lease]\nholder = 1", "restart.lease.holder: unknown key"),
         ("[[targets]]\nserver_name = 1", "targets[0].server_name: must be a string (got 1)"),
         ("[[targets]]\nsecure_port = 1", "targets[0].secure_port: unknown key"),
         (
