@@ -9,11 +9,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, List
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List
 
 import pytest
 
 from agent.standin import StandinApiserver
+
+if TYPE_CHECKING:
+    from supervisor import Supervisors
 
 StandinFactory = Callable[..., StandinApiserver]
 
@@ -100,3 +103,13 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
     for child in children:
         child.kill()  # a no-op once the child has been reaped
         child.wait(timeout=10)
+
+
+@pytest.fixture
+def supervisors(tmp_path: Path) -> Iterator[Supervisors]:
+    """Supervised stand-in kube-apiservers (real processes, restarted when
+    they exit, each start a new certificate); all stopped at teardown."""
+    from supervisor import Supervisors
+
+    with Supervisors(tmp_path) as group:
+        yield group

@@ -17,7 +17,7 @@ import time
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import psutil
 import pytest
@@ -41,12 +41,6 @@ PROXY_ID = "9c1d" + "1" * 60
 EXITED_ID = "77aa" + "2" * 60
 
 PYTHON = sys.executable
-
-
-@pytest.fixture
-def supervisors(tmp_path: Path) -> Iterator[Supervisors]:
-    with Supervisors(tmp_path) as group:
-        yield group
 
 
 def _process(supervised: Supervised) -> ApiserverProcess:

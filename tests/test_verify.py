@@ -8,7 +8,7 @@ import signal
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
+from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
 import pytest
 from conftest import StandinFactory
@@ -418,12 +418,6 @@ def test_one_round_runs_even_past_the_deadline() -> None:
 
 
 # -- verify_restart against a real restarted apiserver -------------------------
-
-
-@pytest.fixture
-def supervisors(tmp_path: Path) -> Iterator[Supervisors]:
-    with Supervisors(tmp_path) as group:
-        yield group
 
 
 class Observed:
