@@ -4,6 +4,7 @@ datagram socket standing in for journald, a real stand-in apiserver, signals."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,13 +15,16 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from conftest import StandinFactory
 from test_journal import FakeJournald
 
 from agent.events import MESSAGE_IDS, EventKind
+
+if TYPE_CHECKING:
+    from supervisor import Supervisors
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,11 +94,13 @@ class Agent:
         self.process.send_signal(signum)
 
 
-def write_config(path: Path, port: int, *, interval: str = "1s", extra: str = "") -> None:
+def write_config(
+    path: Path, port: int, *, interval: str = "1s", extra: str = "", process_name: str = ""
+) -> None:
     path.write_text(
         f'interval = "{interval}"\nstate_dir = "{path.parent}/state"\n{extra}\n'
-        f'[[targets]]\nname = "api"\nprocess_name = ""\nhost = "127.0.0.1"\nport = {port}\n'
-        'timeout = "2s"\n'
+        f'[[targets]]\nname = "api"\nprocess_name = "{process_name}"\nhost = "127.0.0.1"\n'
+        f'port = {port}\ntimeout = "2s"\n'
     )
 
 
@@ -112,6 +118,7 @@ def start_agent(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
             "PYTHONPATH": str(ROOT),
             "NOTIFY_SOCKET": notify.path,
             "KLG_JOURNAL_SOCKET": journald.path,
+            "PATH": "/usr/bin:/bin",  # no crictl: static-pod restarts signal the process
         }
         env.pop("WATCHDOG_PID", None)
         env.pop("WATCHDOG_USEC", None)
@@ -345,3 +352,66 @@ def test_wall_clock_jumps_neither_skip_nor_double_checks(
         timer.cancel()
     # interval 1s over 3.5s of monotonic time: 4 checks (at 0, 1, 2, 3 s)
     assert 3 <= api.loopback_handshakes <= 5, api.loopback_handshakes
+
+
+RESTART_IN_WINDOW = """
+[restart]
+enabled = true
+method = "static-pod"
+before_expiry = "30d"
+ready_timeout = "30s"
+command_timeout = "10s"
+[[restart.windows]]
+days = {days}
+start = "00:00"
+end = "00:00"
+"""
+
+
+def test_inside_a_window_exactly_one_restart(
+    start_agent: Callable[..., Agent], supervisors: Supervisors
+) -> None:
+    api = supervisors.start()  # 20-day certificate: due (before_expiry 30d)
+    old = api.wait_for_child()
+    every_day = '["mon", "tue", "wed", "thu", "fri", "sat", "sun"]'
+    agent = start_agent(
+        api.port,
+        interval="2s",
+        process_name="kube-apiserver",
+        extra=RESTART_IN_WINDOW.format(days=every_day),
+    )
+    agent.notify.wait_for(lambda m: "restart succeeded" in m.get("STATUS", ""), timeout=60)
+    assert api.wait_for_child(other_than=old) != old
+    # Later checks see the new certificate, and min_interval holds off another.
+    agent.notify.wait_for(lambda m: "restart held" in m.get("STATUS", ""), timeout=30)
+    time.sleep(3)
+    assert len(api.exits()) == 1
+    assert len(agent.with_id(EventKind.RESTART_STARTED)) == 1
+    succeeded = agent.with_id(EventKind.RESTART_SUCCEEDED)
+    assert len(succeeded) == 1
+    assert succeeded[0]["NEW_CERT_NOT_AFTER"] > succeeded[0]["CERT_NOT_AFTER"]
+    assert agent.process.poll() is None
+
+
+def test_outside_the_window_no_restart(
+    start_agent: Callable[..., Agent], supervisors: Supervisors
+) -> None:
+    api = supervisors.start()
+    today = datetime.now(timezone.utc)
+    # Windows on days other than today and yesterday (a window over midnight
+    # belongs to the day it starts): none covers now.
+    days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    other = [d for i, d in enumerate(days) if i not in (today.weekday(), (today.weekday() - 1) % 7)]
+    agent = start_agent(
+        api.port,
+        interval="1s",
+        process_name="kube-apiserver",
+        extra=RESTART_IN_WINDOW.format(days=json.dumps(other[:1])),
+    )
+    index = agent.notify.wait_for(is_ready)
+    assert "restart planned " in agent.notify.messages[index][1]["STATUS"]
+    time.sleep(3)
+    assert api.exits() == []
+    planned = agent.with_id(EventKind.RESTART_PLANNED)
+    assert len(planned) == 1  # on change, not every interval
+    assert agent.with_id(EventKind.RESTART_STARTED) == []
