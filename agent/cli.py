@@ -9,13 +9,14 @@ import argparse
 import os
 import sys
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple, Union
 
 if TYPE_CHECKING:
     from agent.state import AgentState
 
 from agent import __version__
 from agent.config import DEFAULT_CONFIG_PATH, Config, ConfigError, TargetConfig, load_config
+from agent.durations import argument, parse_signed_duration, parse_utc_time
 from agent.output import EXIT_UNKNOWN
 
 # sysexits.h EX_CONFIG; the unit's RestartPreventExitStatus= names it.
@@ -63,16 +64,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         config = _load(args)
     except ConfigError as error:
         return _config_error(error, EXIT_UNKNOWN)
-    targets = config.targets
-    if args.target is not None:
-        targets = tuple(t for t in config.targets if t.name == args.target)
-        if not targets:
-            names = ", ".join(t.name for t in config.targets)
-            print(
-                f"kube-loopback-guard: no target named {args.target!r} (configured: {names})",
-                file=sys.stderr,
-            )
-            return EXIT_UNKNOWN
+    try:
+        targets = _select(config, args.target)
+    except ConfigError as error:
+        return _config_error(error, EXIT_UNKNOWN)
     report = run_check(targets, config.thresholds, ProcessFinder(), probe, _now)
     sys.stdout.write(render_json(report) if args.json else render_text(report))
     return plugin_exit(report)
@@ -162,16 +157,18 @@ def _stored_state(config: Config) -> AgentState:
         return AgentState.empty()
 
 
-def _time_arg(text: str) -> datetime:
+def _prepare(
+    args: argparse.Namespace,
+) -> Union[int, Tuple[Config, Tuple[TargetConfig, ...], AgentState]]:
+    """The config, the selected targets and the stored state; or the exit code."""
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a time: write RFC 3339, e.g. 2026-12-06T02:30:00+01:00"
-        ) from None
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} needs a UTC offset, e.g. +01:00 or Z")
-    return moment.astimezone(timezone.utc)
+        config = _load(args)
+        return config, _select(config, args.target), _stored_state(config)
+    except ConfigError as error:
+        return _config_error(error, EXIT_CONFIG)
+    except (OSError, ValueError) as error:
+        print(f"kube-loopback-guard: cannot read the state: {error}", file=sys.stderr)
+        return EXIT_UNKNOWN
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -184,15 +181,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from agent.probe import probe
     from agent.restart import Restarter
 
-    try:
-        config = _load(args)
-        targets = _select(config, args.target)
-        state = _stored_state(config)
-    except ConfigError as error:
-        return _config_error(error, EXIT_CONFIG)
-    except (OSError, ValueError) as error:
-        print(f"kube-loopback-guard: cannot read the state: {error}", file=sys.stderr)
-        return EXIT_UNKNOWN
+    prepared = _prepare(args)
+    if isinstance(prepared, int):
+        return prepared
+    config, targets, state = prepared
     report = run_check(targets, config.thresholds, ProcessFinder(), probe, _now)
     node = node_name()
     ask = None
@@ -217,15 +209,10 @@ def cmd_restart(args: argparse.Namespace) -> int:
     from agent.probe import probe
     from agent.restart import Restarter
 
-    try:
-        config = _load(args)
-        targets = _select(config, args.target)
-        state = _stored_state(config)
-    except ConfigError as error:
-        return _config_error(error, EXIT_CONFIG)
-    except (OSError, ValueError) as error:
-        print(f"kube-loopback-guard: cannot read the state: {error}", file=sys.stderr)
-        return EXIT_UNKNOWN
+    prepared = _prepare(args)
+    if isinstance(prepared, int):
+        return prepared
+    config, targets, state = prepared
     if args.dry_run:
         config = replace(config, restart=replace(config.restart, dry_run=True))
     report = run_check(targets, config.thresholds, ProcessFinder(), probe, _now)
@@ -253,18 +240,6 @@ def _select(config: Config, name: Optional[str]) -> tuple[TargetConfig, ...]:
         names = ", ".join(t.name for t in config.targets)
         raise ConfigError([f"--target: no target named {name!r} (configured: {names})"])
     return targets
-
-
-def _duration_arg(text: str) -> object:
-    from agent.durations import parse_duration
-
-    try:
-        # A leading "-" lets `demo --expires-in -3d` show an expired certificate.
-        if text.startswith("-"):
-            return -parse_duration(text[1:])
-        return parse_duration(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,14 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--expires-in",
-        type=_duration_arg,
+        type=argument(parse_signed_duration),
         default="300d",
         metavar="DURATION",
         help='time left on the stand-in certificate (default "300d"; "-3d" = expired 3 days ago)',
     )
     demo.add_argument(
         "--lifetime",
-        type=_duration_arg,
+        type=argument(parse_signed_duration),
         default="365d",
         metavar="DURATION",
         help='certificate lifetime (default "365d"; v1.33+ uses "1096d")',
@@ -357,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--target", metavar="NAME", help="only the target with this name")
     plan.add_argument(
         "--at",
-        type=_time_arg,
+        type=argument(parse_utc_time),
         metavar="TIME",
         help="decide as if it were TIME (RFC 3339, e.g. 2026-12-06T02:30:00+01:00); "
         "guards are not asked",

@@ -162,28 +162,16 @@ def decide(
 
 def apply_guards(decision: RestartDecision, guards: GuardResults) -> RestartDecision:
     """Given a decision to restart and what the guards found, return it unchanged
-    or turned into blocked-peer, blocked-command or lease-held."""
+    or turned into blocked-peer, blocked-command or lease-held (first found wins)."""
     if not decision.restart:
         return decision
-    if guards.peer_problem is not None:
-        return replace(
-            decision,
-            restart=False,
-            reason=Reason.BLOCKED_PEER,
-            message=f"restart blocked: {guards.peer_problem}",
-        )
-    if guards.command_problem is not None:
-        return replace(
-            decision,
-            restart=False,
-            reason=Reason.BLOCKED_COMMAND,
-            message=f"restart blocked: {guards.command_problem}",
-        )
-    if guards.lease_holder is not None:
-        return replace(
-            decision,
-            restart=False,
-            reason=Reason.LEASE_HELD,
-            message=f"restart blocked: lease held by {guards.lease_holder}",
-        )
+    objections = (
+        (guards.peer_problem, Reason.BLOCKED_PEER, "{}"),
+        (guards.command_problem, Reason.BLOCKED_COMMAND, "{}"),
+        (guards.lease_holder, Reason.LEASE_HELD, "lease held by {}"),
+    )
+    for found, reason, text in objections:
+        if found is not None:
+            message = "restart blocked: " + text.format(found)
+            return replace(decision, restart=False, reason=reason, message=message)
     return decision

@@ -8,7 +8,10 @@ errors easy to explain.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _PATTERN = re.compile(r"^([0-9]{1,9})([smhd])$")
@@ -40,3 +43,44 @@ def format_duration(value: timedelta) -> str:
 def format_days(seconds: float) -> str:
     """Given seconds, return days with one decimal, for humans and perfdata."""
     return f"{seconds / 86400:.1f}"
+
+
+def parse_signed_duration(text: str) -> timedelta:
+    """Like parse_duration, but a leading "-" gives a negative duration (for
+    `--expires-in -3d`: already expired three days ago)."""
+    if text.startswith("-"):
+        return -parse_duration(text[1:])
+    return parse_duration(text)
+
+
+def parse_utc_time(text: str) -> datetime:
+    """Given RFC 3339 text with an offset ("…Z", "…+01:00"), return it as aware UTC.
+
+    Raise ValueError if it is not such a time.
+    """
+    try:
+        # fromisoformat reads no "Z" before Python 3.11.
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time: write RFC 3339, e.g. 2026-12-06T02:30:00+01:00"
+        ) from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} needs a UTC offset, e.g. +01:00 or Z")
+    return moment.astimezone(timezone.utc)
+
+
+def argument(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """Given a parser raising ValueError, return an argparse `type=` that turns
+    the error into argparse's, so the message reaches the user verbatim."""
+
+    def convert(text: str) -> T:
+        import argparse
+
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = parse.__name__
+    return convert

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent.durations import parse_duration
+from agent.durations import argument, parse_signed_duration, parse_utc_time
 from agent.facts import DEFAULT_SECURE_PORT, LOOPBACK_SERVER_NAME
 
 __all__ = [
@@ -691,30 +691,6 @@ def _response(status: int, content_type: str, body: str, method: str) -> bytes:
 # -- a stand-in apiserver process ----------------------------------------------
 
 
-def _duration(text: str) -> timedelta:
-    # A leading "-" gives an already expired certificate (--expires-in -3d);
-    # a lifetime that is not positive is refused by make_loopback_pair.
-    try:
-        if text.startswith("-"):
-            return -parse_duration(text[1:])
-        return parse_duration(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _moment(text: str) -> datetime:
-    # fromisoformat reads no "Z" before Python 3.11.
-    try:
-        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a time: write RFC 3339, for example 2026-01-09T08:58:13Z"
-        ) from None
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} has no time zone: add Z or an offset")
-    return moment
-
-
 def _parser() -> argparse.ArgumentParser:
     # allow_abbrev=False: an unknown kube-apiserver flag such as --bind must
     # never be taken for a prefix of one of ours.
@@ -732,13 +708,20 @@ def _parser() -> argparse.ArgumentParser:
         help="default 127.0.0.1 (kube-apiserver's is 0.0.0.0; a stand-in stays local)",
     )
     parser.add_argument(
-        "--lifetime", type=_duration, default=timedelta(days=365), help='default "365d"'
+        "--lifetime",
+        type=argument(parse_signed_duration),
+        default=timedelta(days=365),
+        help='default "365d"',
     )
     dates = parser.add_mutually_exclusive_group()
-    dates.add_argument("--expires-in", type=_duration, help='time left, e.g. "10d", "-3d"')
-    dates.add_argument("--not-after", type=_moment, help="RFC 3339")
     dates.add_argument(
-        "--generated-at", type=_moment, help="RFC 3339; default: now, as at every upstream start"
+        "--expires-in", type=argument(parse_signed_duration), help='time left, e.g. "10d", "-3d"'
+    )
+    dates.add_argument("--not-after", type=argument(parse_utc_time), help="RFC 3339")
+    dates.add_argument(
+        "--generated-at",
+        type=argument(parse_utc_time),
+        help="RFC 3339; default: now, as at every upstream start",
     )
     parser.add_argument("--key-type", choices=("rsa", "ec"), default="rsa")
     parser.add_argument("--livez", choices=LIVEZ_MODES, default="auto")
