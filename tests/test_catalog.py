@@ -37,6 +37,12 @@ RECORD_FIELDS = {
     "PROBE_ENDPOINT",
     "LIVEZ",
     "CONFIG_FILE",
+    # restart records (agent/restart.py, agent/daemon.py)
+    "RESTART_AT",
+    "RESTART_REASON",
+    "RESTART_METHOD",
+    "RESTART_OUTCOME",
+    "NEW_CERT_NOT_AFTER",
 }
 
 HAND_CHECK = (

@@ -46,3 +46,36 @@ def test_format_duration_round_trips(value: timedelta, text: str) -> None:
 def test_format_days_one_decimal() -> None:
     assert format_days(41.24 * 86400) == "41.2"
     assert format_days(-86400) == "-1.0"
+
+
+def test_signed_duration() -> None:
+    from agent.durations import parse_signed_duration
+
+    assert parse_signed_duration("-3d") == -timedelta(days=3)
+    assert parse_signed_duration("10d") == timedelta(days=10)
+    with pytest.raises(ValueError):
+        parse_signed_duration("--3d")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-12-06T02:30:00+01:00", "2026-12-06T01:30:00+00:00"),
+        ("2026-12-06T02:30:00Z", "2026-12-06T02:30:00+00:00"),
+    ],
+)
+def test_utc_time(text: str, expected: str) -> None:
+    from agent.durations import parse_utc_time
+
+    assert parse_utc_time(text).isoformat() == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("yesterday", "is not a time"), ("2026-12-06T02:30:00", "needs a UTC offset")],
+)
+def test_utc_time_refuses(text: str, message: str) -> None:
+    from agent.durations import parse_utc_time
+
+    with pytest.raises(ValueError, match=message):
+        parse_utc_time(text)
