@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO, Callable, Dict, List, Mapping, Optional, Sequence, TypeVar
+from typing import IO, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 T = TypeVar("T")
 
@@ -61,14 +61,14 @@ def log(message: str) -> None:
 
 
 def wait_for(what: str, probe: Callable[[], Optional[T]], timeout: float, every: float = 0.5) -> T:
-    """Call probe until it returns something other than None/False; return it.
+    """Call probe until it returns something true (not None, False or empty);
+    return it.
     Raise AssertionError naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    last: Optional[T] = None
     while True:
-        last = probe()
-        if last is not None and last is not False:
-            return last
+        found = probe()
+        if found:  # None, False and empty collections mean: not yet
+            return found
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(every)
@@ -106,15 +106,18 @@ def _ns_pid(pid: int) -> List[int]:
     return []
 
 
-def _sequence(cursor: str) -> tuple[str, int]:
-    """A journal cursor's sequence number ID and number (s= and i=)."""
+def _sequence(cursor: str) -> Tuple[str, int, int]:
+    """A journal cursor's sequence number ID, sequence number and wall-clock
+    time in microseconds (its s=, i= and t=)."""
     fields = dict(part.split("=", 1) for part in cursor.split(";") if "=" in part)
-    return fields.get("s", ""), int(fields.get("i", "0"), 16)
+    return fields.get("s", ""), int(fields.get("i", "0"), 16), int(fields.get("t", "0"), 16)
 
 
-def _is_after(record: tuple[str, int], cursor: tuple[str, int]) -> bool:
-    # Another sequence ID means another journal file series: a later one.
-    return record[0] != cursor[0] or record[1] > cursor[1]
+def _is_after(record: Tuple[str, int, int], cursor: Tuple[str, int, int]) -> bool:
+    if record[0] == cursor[0]:
+        return record[1] > cursor[1]
+    # Sequence numbers of two journal file series do not compare: use the time.
+    return record[2] > cursor[2]
 
 
 def cleanup_stale(base: Path = WORK_BASE) -> None:
