@@ -100,6 +100,7 @@ class Daemon:
         # The last restart plan logged per target, so it is logged on change only.
         self.planned: Dict[str, str] = {}
         self.recheck_soon = False
+        self.ready = False
         self.state = AgentState.empty()
         self._wake_w = -1
         self._status = "starting"
@@ -181,17 +182,35 @@ class Daemon:
                 )
         return systemd_status(report, self.restarts(report))
 
+    def announce(self, status: str) -> None:
+        """READY=1 with the first status (once the first check is done, even if
+        a restart follows and takes minutes), STATUS= after that."""
+        if self.ready:
+            self.notifier.status(status)
+        else:
+            self.notifier.ready(status)
+            self.ready = True
+
     def restarts(self, report: CheckReport) -> Dict[str, str]:
         """Decide for every target, restart at most one; return the restart
         part of STATUS= per target."""
         policy = self.config.restart
         texts: Dict[str, str] = {}
         acted = False
-        for item in report.targets:
-            name = item.target.name
-            decision = decide(
-                item.assessment, policy, last_restart(self.state, name), self.node, self.clock()
+        decisions = [
+            decide(
+                item.assessment,
+                policy,
+                last_restart(self.state, item.target.name),
+                self.node,
+                self.clock(),
             )
+            for item in report.targets
+        ]
+        # Say what we saw before acting: a restart can take ready_timeout.
+        self.announce(systemd_status(report, {d.target: d.status for d in decisions if d.status}))
+        for item, decision in zip(report.targets, decisions):
+            name = item.target.name
             if decision.restart and not acted:
                 acted = True
                 outcome = Restarter(
@@ -314,7 +333,6 @@ class Daemon:
         worker: Optional[threading.Thread] = None
         result: List[str] = []
         started = 0.0
-        ready = False
         reload_pending = False
         hung_reported = False
         while True:
@@ -371,8 +389,4 @@ class Daemon:
                 if self.recheck_soon:  # show the restarted apiserver's new certificate
                     self.recheck_soon = False
                     next_check = min(next_check, now + 5.0)
-                if ready:
-                    self.notifier.status(self._status)
-                else:
-                    self.notifier.ready(self._status)
-                    ready = True
+                self.announce(self._status)

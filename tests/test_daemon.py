@@ -380,7 +380,13 @@ def test_inside_a_window_exactly_one_restart(
         process_name="kube-apiserver",
         extra=RESTART_IN_WINDOW.format(days=every_day),
     )
-    agent.notify.wait_for(lambda m: "restart succeeded" in m.get("STATUS", ""), timeout=60)
+    # READY comes with the first check, before the restart (which may take
+    # ready_timeout, longer than TimeoutStartSec), and says what is coming.
+    ready = agent.notify.wait_for(is_ready)
+    assert "restarting now: due and inside the window" in agent.notify.messages[ready][1]["STATUS"]
+    agent.notify.wait_for(
+        lambda m: "restart succeeded" in m.get("STATUS", ""), after=ready, timeout=60
+    )
     assert api.wait_for_child(other_than=old) != old
     # Later checks see the new certificate, and min_interval holds off another.
     agent.notify.wait_for(lambda m: "restart held" in m.get("STATUS", ""), timeout=30)

@@ -464,7 +464,7 @@ def test_restart_command_needs_a_command() -> None:
 def test_restart_command_failure_carries_the_last_line(tmp_path: Path) -> None:
     script = _script(
         tmp_path / "restart-apiserver",
-        "import sys\nprint('stopping')\nsys.stderr.write('apiserver did not stop\\n\\n')\n"
+        "import sys\nprint('stopping', flush=True)\nsys.stderr.write('apiserver did not stop\\n\\n')\n"
         "sys.exit(1)\n",
     )
     result = restart_command([script, "--node", "m1"], {}, timeout=5)
