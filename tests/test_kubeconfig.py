@@ -10,7 +10,7 @@ from typing import Dict, Optional
 import pytest
 from apiserver_peer import ClientCa
 
-from agent.kubeconfig import KubeconfigError, load_kubeconfig, parse_yaml_subset
+from agent.kubeconfig import KubeconfigError, load_kubeconfig
 
 _CA = ClientCa()
 CA_PEM = _CA.ca_pem
@@ -252,23 +252,6 @@ def test_insecure_false_and_quoted_keys(tmp_path: Path) -> None:
     assert creds.server == "https://10.0.0.10:6443" and not creds.insecure
 
 
-def test_the_yaml_subset_values() -> None:
-    document = parse_yaml_subset(
-        "f",
-        "a:\n- x\n- 'y # not a comment'\n- - nested\n  - list\nb: []\nc: {}\nd: null\n"
-        'e: "tab\\tand \\"quotes\\""\nf: plain # comment\ng:\n',
-    )
-    assert document == {
-        "a": ["x", "y # not a comment", ["nested", "list"]],
-        "b": [],
-        "c": {},
-        "d": None,
-        "e": 'tab\tand "quotes"',
-        "f": "plain",
-        "g": None,
-    }
-
-
 def test_repr_hides_secrets(tmp_path: Path) -> None:
     creds = load_kubeconfig(write(tmp_path, ADMIN_CONF))
     text = repr(creds)
@@ -505,7 +488,6 @@ def test_yaml_structure_errors(tmp_path: Path) -> None:
     assert "line 2: unexpected indentation" in message
     message = config_error(tmp_path, "a:\n  - x\n    - y\n")
     assert "line 3: unexpected indentation" in message
-    assert parse_yaml_subset("f", "a:\n-\nb: c\n") == {"a": [None], "b": "c"}
 
 
 def test_secrets_never_quoted_in_yaml_errors(tmp_path: Path) -> None:
