@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from agent.certificate import NotLoopbackCert, read_loopback_cert
-from agent.standin import make_loopback_pair, make_serving_pair
+from agent.standin_certs import make_loopback_pair, make_serving_pair
 
 T0 = datetime(2025, 3, 14, 9, 26, 53, tzinfo=timezone.utc)
 _KEY = ec.generate_private_key(ec.SECP256R1())

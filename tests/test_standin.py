@@ -1,4 +1,5 @@
-"""Tests for agent.standin: certificates shaped like upstream, and the server."""
+"""Tests for agent.standin and agent.standin_certs: certificates shaped like
+upstream, and the server."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from faulty_peers import wait_until
 
 from agent.certificate import read_loopback_cert
-from agent.standin import StandinApiserver, make_loopback_pair
+from agent.standin import StandinApiserver
+from agent.standin_certs import make_loopback_pair
 
 T0 = datetime(2025, 3, 14, 9, 26, 53, tzinfo=timezone.utc)
 LIVEZ_CHECK = "/livez/loopback-serving-certificate"
