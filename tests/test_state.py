@@ -1,4 +1,5 @@
-"""The state file: exact round trips, bad files moved aside, learned lifetimes per process."""
+"""The state file and its codec (agent.state_codec): exact round trips, bad
+files moved aside, learned lifetimes per process."""
 
 from __future__ import annotations
 
@@ -26,8 +27,6 @@ from agent.state import (
     RestartRecord,
     TargetState,
     add_restart,
-    decode_state,
-    encode_state,
     learned_lifetimes,
     load_state,
     read_state,
@@ -36,6 +35,7 @@ from agent.state import (
     state_path,
     target_state_from,
 )
+from agent.state_codec import decode_state, encode_state
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 THRESHOLDS = Thresholds(warning=timedelta(days=60), critical=timedelta(days=14))
