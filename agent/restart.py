@@ -36,8 +36,8 @@ from agent.restart_methods import (
     restart_command,
     restart_static_pod,
     restart_systemd,
-    run_hook,
 )
+from agent.runner import run_hook
 from agent.state import (
     RestartLock,
     RestartRecord,

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, List
 
+import psutil
 import pytest
+from faulty_peers import wait_until
 
 from agent.standin import StandinApiserver
 
@@ -103,6 +105,19 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
     for child in children:
         child.kill()  # a no-op once the child has been reaped
         child.wait(timeout=10)
+
+
+def process_gone(pid: int) -> bool:
+    """Return whether pid has exited (a zombie counts: PID 1 here may not reap)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_process_gone(pid: int, timeout: float = 5.0) -> bool:
+    """Return True as soon as pid has exited, False if it still runs after timeout."""
+    return wait_until(lambda: process_gone(pid), timeout)
 
 
 @pytest.fixture
