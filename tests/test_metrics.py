@@ -8,21 +8,21 @@ import stat
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Set
 
 import pytest
+from builders import apiserver_process as process
+from builders import loopback_cert as cert_for
+from builders import probe_result as probe
+from builders import target_config
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from agent import __version__
 from agent.assess import State, assess
 from agent.check import CheckReport, TargetReport
-from agent.config import TargetConfig, Thresholds
+from agent.config import Thresholds
 from agent.facts import (
-    ApiserverProcess,
-    LivezVerdict,
-    LoopbackCert,
-    ProbeResult,
     TargetFacts,
 )
 from agent.metrics import format_value, render_metrics, write_metrics
@@ -43,49 +43,6 @@ FAMILIES = {
     P + "last_check_timestamp_seconds",
     P + "build_info",
 }
-
-
-def target_config(name: str) -> TargetConfig:
-    return TargetConfig(
-        name=name,
-        process_name="kube-apiserver",
-        host="",
-        port=0,
-        server_name="apiserver-loopback-client",
-        timeout=timedelta(seconds=5),
-        lifetime=None,
-    )
-
-
-def process(started_at: datetime, pid: int = 4242) -> ApiserverProcess:
-    return ApiserverProcess(
-        pid=pid, name="kube-apiserver", started_at=started_at, secure_port=6443, bind_address=None
-    )
-
-
-def cert_for(started_at: datetime, lifetime: timedelta) -> LoopbackCert:
-    # Shaped like upstream's: not_before = generation − 1 h, whole seconds.
-    generated = started_at.replace(microsecond=0)
-    return LoopbackCert(
-        subject=f"CN=apiserver-loopback-client@{int(generated.timestamp())}",
-        issuer=f"CN=apiserver-loopback-client-ca@{int(generated.timestamp())}",
-        serial="1f",
-        sha256="ab" * 32,
-        not_before=generated - timedelta(hours=1),
-        not_after=generated - timedelta(hours=1) + lifetime,
-        generated_at=generated,
-    )
-
-
-def probe(cert: Optional[LoopbackCert], livez: LivezVerdict = "absent") -> ProbeResult:
-    return ProbeResult(
-        host="127.0.0.1",
-        port=6443,
-        server_name="apiserver-loopback-client",
-        cert=cert,
-        livez=livez,
-        error=None if cert is not None else "connection refused",
-    )
 
 
 def report_for(facts: TargetFacts, lifetime: timedelta = timedelta(days=365)) -> TargetReport:

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional
 
 import pytest
+from builders import apiserver_process, loopback_cert, target_config
 
 from agent.assess import State, assess
 from agent.check import CheckReport, TargetReport
-from agent.config import TargetConfig, Thresholds
+from agent.config import Thresholds
 from agent.facts import ApiserverProcess, LoopbackCert, ProbeResult, TargetFacts
 from agent.state import (
     MAX_RESTARTS,
@@ -445,35 +446,8 @@ def test_learned_lifetime_survives_the_file() -> None:
 # --- records from a check -------------------------------------------------------
 
 
-def target_config(name: str = "kube-apiserver") -> TargetConfig:
-    return TargetConfig(
-        name=name,
-        process_name="kube-apiserver",
-        host="",
-        port=0,
-        server_name="apiserver-loopback-client",
-        timeout=timedelta(seconds=5),
-        lifetime=None,
-    )
-
-
 def apiserver(started_at: datetime = STARTED, pid: int = PROC.pid) -> ApiserverProcess:
-    return ApiserverProcess(
-        pid=pid, name="kube-apiserver", started_at=started_at, secure_port=6443, bind_address=None
-    )
-
-
-def loopback_cert(generated: datetime, lifetime: timedelta) -> LoopbackCert:
-    generated = generated.replace(microsecond=0)
-    return LoopbackCert(
-        subject=f"CN=apiserver-loopback-client@{int(generated.timestamp())}",
-        issuer=f"CN=apiserver-loopback-client-ca@{int(generated.timestamp())}",
-        serial="2a",
-        sha256="cd" * 32,
-        not_before=generated - timedelta(hours=1),
-        not_after=generated - timedelta(hours=1) + lifetime,
-        generated_at=generated,
-    )
+    return apiserver_process(started_at, pid)
 
 
 def report(
