@@ -186,20 +186,22 @@ def _naive(moment: datetime) -> datetime:
     return moment.astimezone(timezone.utc).replace(tzinfo=None)
 
 
-def _ca_builder(
-    name: x509.Name,
+def _base_builder(
+    subject: x509.Name,
+    issuer: x509.Name,
     key: _PrivateKey,
-    *,
     serial: int,
     not_before: datetime,
     not_after: datetime,
+    *,
+    ca: bool,
 ) -> x509.CertificateBuilder:
-    # Go marks key usage and basic constraints critical and adds a subject
-    # key identifier to CA certificates; do the same.
+    """What CA and leaf share: names, key, serial, dates, and Go's key usage
+    (digital signature + key encipherment, plus cert sign for a CA)."""
     return (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(subject)
+        .issuer_name(issuer)
         .public_key(key.public_key())
         .serial_number(serial)
         .not_valid_before(_naive(not_before))
@@ -211,13 +213,28 @@ def _ca_builder(
                 key_encipherment=True,
                 data_encipherment=False,
                 key_agreement=False,
-                key_cert_sign=True,
+                key_cert_sign=ca,
                 crl_sign=False,
                 encipher_only=False,
                 decipher_only=False,
             ),
             critical=True,
         )
+    )
+
+
+def _ca_builder(
+    name: x509.Name,
+    key: _PrivateKey,
+    *,
+    serial: int,
+    not_before: datetime,
+    not_after: datetime,
+) -> x509.CertificateBuilder:
+    # Go marks key usage and basic constraints critical and adds a subject
+    # key identifier to CA certificates; do the same.
+    return (
+        _base_builder(name, name, key, serial, not_before, not_after, ca=True)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
@@ -235,27 +252,7 @@ def _leaf_builder(
 ) -> x509.CertificateBuilder:
     issuer_ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer.subject)
-        .public_key(key.public_key())
-        .serial_number(serial)
-        .not_valid_before(_naive(not_before))
-        .not_valid_after(_naive(not_after))
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        _base_builder(name, issuer.subject, key, serial, not_before, not_after, ca=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
