@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -128,3 +129,15 @@ def supervisors(tmp_path: Path) -> Iterator[Supervisors]:
 
     with Supervisors(tmp_path) as group:
         yield group
+
+
+@pytest.fixture
+def strict_umask() -> Iterator[None]:
+    """Run with the umask systemd units often set (UMask=0077)."""
+    old = os.umask(0o077)
+    yield
+    os.umask(old)
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)

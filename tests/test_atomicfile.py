@@ -6,23 +6,12 @@ import errno
 import os
 import stat
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+from conftest import mode_of
 
 from agent.atomicfile import temp_name, write_atomic
-
-
-@pytest.fixture
-def strict_umask() -> Iterator[None]:
-    """Run with the umask systemd units often set (UMask=0077)."""
-    old = os.umask(0o077)
-    yield
-    os.umask(old)
-
-
-def mode_of(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
 
 
 def test_writes_exact_bytes_with_mode_despite_umask(tmp_path: Path, strict_umask: None) -> None:

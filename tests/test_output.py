@@ -7,10 +7,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 import pytest
+from builders import target_config
 
 from agent.assess import State, assess
 from agent.check import CheckReport, TargetReport
-from agent.config import TargetConfig, Thresholds
+from agent.config import Thresholds
 from agent.facts import ApiserverProcess, LoopbackCert, ProbeResult, TargetFacts
 from agent.output import (
     PLUGIN_EXIT,
@@ -28,15 +29,7 @@ START = datetime(2026, 1, 9, 9, 58, 13, tzinfo=timezone.utc)
 
 
 def item(name: str, left: Optional[timedelta], *, with_process: bool = True) -> TargetReport:
-    config = TargetConfig(
-        name=name,
-        process_name="kube-apiserver",
-        host="",
-        port=0,
-        server_name="apiserver-loopback-client",
-        timeout=timedelta(seconds=5),
-        lifetime=None,
-    )
+    config = target_config(name)
     cert = None
     if left is not None:
         not_after = NOW + left

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Optional
 
 import pytest
 from builders import apiserver_process, loopback_cert, target_config
+from conftest import mode_of
 
 from agent.assess import State, assess
 from agent.check import CheckReport, TargetReport
@@ -254,18 +254,6 @@ def test_decode_ignores_unknown_keys() -> None:
 # --- the file -----------------------------------------------------------------
 
 CORRUPT_NAME = "state.json.corrupt-20261129T120000Z"
-
-
-@pytest.fixture
-def strict_umask() -> Iterator[None]:
-    """Run with the umask systemd units often set (UMask=0077)."""
-    old = os.umask(0o077)
-    yield
-    os.umask(old)
-
-
-def mode_of(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
 
 
 def test_save_creates_directory_and_loads_back(tmp_path: Path, strict_umask: None) -> None:
