@@ -100,7 +100,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.daemon import Daemon
-    from agent.events import MESSAGE_IDS, PRIORITY_ERR, EventKind
+    from agent.events import PRIORITY_ERR, EventKind, send_event
     from agent.journal import JOURNAL_SOCKET, open_journal
     from agent.notify import Notifier
     from agent.probe import probe
@@ -110,10 +110,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         config = _load(args)
     except ConfigError as error:
-        journal.send(
-            "invalid configuration, not starting: " + "; ".join(error.problems),
+        send_event(
+            journal,
+            EventKind.CONFIG_REJECTED,
             PRIORITY_ERR,
-            {"MESSAGE_ID": MESSAGE_IDS[EventKind.CONFIG_REJECTED]},
+            "invalid configuration, not starting: " + "; ".join(error.problems),
         )
         return EXIT_CONFIG
     return Daemon(config, args.config, journal, Notifier(), probe).run()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -314,13 +314,4 @@ def load_config(path: Optional[str] = None) -> Config:
 
 def default_config() -> Config:
     """Return the built-in defaults (path None)."""
-    config = build_config({}, "<defaults>")
-    return Config(
-        path=None,
-        interval=config.interval,
-        state_dir=config.state_dir,
-        thresholds=config.thresholds,
-        metrics=config.metrics,
-        targets=config.targets,
-        restart=config.restart,
-    )
+    return replace(build_config({}, "<defaults>"), path=None)

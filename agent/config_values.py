@@ -16,7 +16,6 @@ from agent.durations import parse_duration
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def string(value: Any) -> str:

@@ -28,15 +28,14 @@ from agent.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from agent.decide import Reason, RestartDecision, decide
 from agent.discover import ProcessFinder
 from agent.events import (
-    MESSAGE_IDS,
     PRIORITY_CRIT,
     PRIORITY_ERR,
     PRIORITY_INFO,
     PRIORITY_NOTICE,
     PRIORITY_WARNING,
     Alerted,
-    Event,
     EventKind,
+    send_event,
     target_events,
 )
 from agent.facts import ApiserverProcess
@@ -108,13 +107,8 @@ class Daemon:
 
     # --- journal -------------------------------------------------------------
 
-    def log(self, event: Event) -> None:
-        self.journal.send(
-            event.message, event.priority, {"MESSAGE_ID": event.message_id, **event.fields}
-        )
-
     def log_plain(self, kind: EventKind, priority: int, message: str, **fields: object) -> None:
-        self.journal.send(message, priority, {"MESSAGE_ID": MESSAGE_IDS[kind], **fields})
+        send_event(self.journal, kind, priority, message, **fields)
 
     def problem(self, key: str, message: str, priority: int = PRIORITY_ERR) -> None:
         """Log a recurring I/O problem once, not once per interval."""
@@ -152,7 +146,7 @@ class Daemon:
                 report.checked_at,
             )
             for event in events:
-                self.log(event)
+                event.send(self.journal)
             targets[item.target.name] = replace(
                 target_state_from(item, previous, checked_at=report.checked_at),
                 last_alert_state=alerted.state,

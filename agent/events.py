@@ -14,6 +14,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 from agent.assess import State
 from agent.check import TargetReport
+from agent.journal import Journal
 
 
 class EventKind(str, Enum):
@@ -77,6 +78,16 @@ class Event:
     @property
     def message_id(self) -> str:
         return MESSAGE_IDS[self.kind]
+
+    def send(self, journal: Journal) -> None:
+        journal.send(self.message, self.priority, {"MESSAGE_ID": self.message_id, **self.fields})
+
+
+def send_event(
+    journal: Journal, kind: EventKind, priority: int, message: str, **fields: object
+) -> None:
+    """Send one record of a kind, with its MESSAGE_ID, to the journal."""
+    Event(kind, priority, message, fields).send(journal)
 
 
 def priority_for(state: State) -> int:

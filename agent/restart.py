@@ -15,17 +15,17 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Callable, Dict, Optional, Tuple
 
-from agent.check import TargetReport, resolve_endpoint
+from agent.check import ProbeFunction, TargetReport, resolve_endpoint
 from agent.config import Config, RestartConfig, TargetConfig
 from agent.decide import GuardResults, RestartDecision, apply_guards
 from agent.discover import ProcessFinder
 from agent.events import (
-    MESSAGE_IDS,
     PRIORITY_CRIT,
     PRIORITY_INFO,
     PRIORITY_NOTICE,
     PRIORITY_WARNING,
     EventKind,
+    send_event,
 )
 from agent.facts import DEFAULT_SECURE_PORT, ApiserverProcess, ProbeResult
 from agent.journal import Journal
@@ -46,8 +46,6 @@ from agent.state import (
     update_state,
 )
 from agent.verify import ReadyzResult, Verification, readyz, readyz_url, verify_restart
-
-ProbeFunction = Callable[[str, int, str, float], ProbeResult]
 
 
 @dataclass(frozen=True)
@@ -94,7 +92,7 @@ class Restarter:
     # --- journal -------------------------------------------------------------
 
     def log(self, kind: EventKind, priority: int, message: str, **fields: object) -> None:
-        self.journal.send(message, priority, {"MESSAGE_ID": MESSAGE_IDS[kind], **fields})
+        send_event(self.journal, kind, priority, message, **fields)
 
     # --- guards ----------------------------------------------------------------
 
@@ -122,8 +120,10 @@ class Restarter:
             lease = LeaseHolder.open(self.policy, self.node, self.clock, self.journal)
         except (LeaseError, KubeconfigError, OSError) as error:
             return replace(found, lease_holder=f"unknown ({error})")
-        holder = lease.holder() if lease is not None else None
-        if holder == (self.policy.lease.identity or self.node if self.policy.lease else None):
+        if lease is None:
+            return found
+        holder = lease.holder()
+        if holder == lease.lease.identity:  # ours: no objection
             holder = None
         return replace(found, lease_holder=holder)
 

@@ -46,11 +46,6 @@ class Table:
     def key(self) -> str:
         return self.name.rpartition(".")[2]
 
-    @property
-    def off_by_default(self) -> bool:
-        """True when the built-in defaults do not have this table at all."""
-        return self.optional or (self.array and self.default_entries == 0)
-
 
 TOP = Table(
     name="",

@@ -16,14 +16,14 @@ import errno
 import os
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Tuple
 
 from agent.assess import BACKDATE, CROSS_CHECK_TOLERANCE
 from agent.atomicfile import write_atomic
 from agent.facts import ApiserverProcess
 
 if TYPE_CHECKING:
-    from agent.check import CheckReport, TargetReport
+    from agent.check import TargetReport
 
 STATE_FILE = "state.json"
 # Enough history to see a restart loop; the file stays a few tens of KiB.
@@ -126,19 +126,6 @@ def learned_lifetime(
     return target.learned_lifetime if same_process(target.learned_from, process) else None
 
 
-def learned_lifetimes(
-    state: AgentState, processes: Mapping[str, Optional[ProcessRecord]]
-) -> Dict[str, timedelta]:
-    """Given the state and each target's current process, return the lifetime
-    learned for each target whose current process is the one it was learned from."""
-    learned: Dict[str, timedelta] = {}
-    for name, process in processes.items():
-        lifetime = learned_lifetime(state.targets.get(name), process)
-        if lifetime is not None:
-            learned[name] = lifetime
-    return learned
-
-
 def target_state_from(
     report: TargetReport, previous: Optional[TargetState], *, checked_at: datetime
 ) -> TargetState:
@@ -183,18 +170,6 @@ def target_state_from(
         last_alert_state=previous.last_alert_state if previous is not None else None,
         last_alert_at=previous.last_alert_at if previous is not None else None,
     )
-
-
-def record_check(state: AgentState, report: CheckReport) -> AgentState:
-    """Given the state and a check, return the state with every checked target
-    updated; targets the check did not cover are kept as they were."""
-    targets = dict(state.targets)
-    for item in report.targets:
-        name = item.target.name
-        targets[name] = target_state_from(
-            item, state.targets.get(name), checked_at=report.checked_at
-        )
-    return replace(state, targets=targets)
 
 
 def add_restart(state: AgentState, record: RestartRecord) -> AgentState:

@@ -15,7 +15,7 @@ from builders import apiserver_process, loopback_cert, target_config
 from conftest import mode_of
 
 from agent.assess import State, assess
-from agent.check import CheckReport, TargetReport
+from agent.check import TargetReport
 from agent.config import Thresholds
 from agent.facts import ApiserverProcess, LoopbackCert, ProbeResult, TargetFacts
 from agent.state import (
@@ -28,10 +28,9 @@ from agent.state import (
     RestartRecord,
     TargetState,
     add_restart,
-    learned_lifetimes,
+    learned_lifetime,
     load_state,
     read_state,
-    record_check,
     save_state,
     state_path,
     target_state_from,
@@ -400,17 +399,17 @@ def test_failing_move_aside_still_starts_empty(tmp_path: Path) -> None:
 def test_learned_lifetime_only_for_the_same_process() -> None:
     state = full_state()  # kube-apiserver learned 1096 days from PROC
     same = ProcessRecord(pid=PROC.pid, started_at=STARTED)
-    assert learned_lifetimes(state, {"kube-apiserver": same}) == {"kube-apiserver": V133_LIFETIME}
+    assert learned_lifetime(state.targets.get("kube-apiserver"), same) == V133_LIFETIME
     # Restarted: a new PID.
-    assert learned_lifetimes(state, {"kube-apiserver": replace(same, pid=1234)}) == {}
+    assert learned_lifetime(state.targets.get("kube-apiserver"), replace(same, pid=1234)) is None
     # The PID reused by a later process: same PID, another start.
     later = replace(same, started_at=STARTED + timedelta(days=30))
-    assert learned_lifetimes(state, {"kube-apiserver": later}) == {}
+    assert learned_lifetime(state.targets.get("kube-apiserver"), later) is None
     # No process found now, unknown target, target with nothing learned.
-    assert learned_lifetimes(state, {"kube-apiserver": None}) == {}
-    assert learned_lifetimes(state, {"other": same}) == {}
-    assert learned_lifetimes(state, {"openshift-apiserver": same}) == {}
-    assert learned_lifetimes(AgentState.empty(), {"kube-apiserver": same}) == {}
+    assert learned_lifetime(state.targets.get("kube-apiserver"), None) is None
+    assert learned_lifetime(state.targets.get("other"), same) is None
+    assert learned_lifetime(state.targets.get("openshift-apiserver"), same) is None
+    assert learned_lifetime(AgentState.empty().targets.get("kube-apiserver"), same) is None
 
 
 def test_learned_lifetime_survives_boot_time_jitter() -> None:
@@ -419,16 +418,14 @@ def test_learned_lifetime_survives_boot_time_jitter() -> None:
     state = full_state()
     for shift in (timedelta(seconds=1), timedelta(seconds=-1), timedelta(seconds=2)):
         moved = ProcessRecord(pid=PROC.pid, started_at=STARTED + shift)
-        assert learned_lifetimes(state, {"kube-apiserver": moved}) == {
-            "kube-apiserver": V133_LIFETIME
-        }
+        assert learned_lifetime(state.targets.get("kube-apiserver"), moved) == V133_LIFETIME
     far = ProcessRecord(pid=PROC.pid, started_at=STARTED + timedelta(seconds=3))
-    assert learned_lifetimes(state, {"kube-apiserver": far}) == {}
+    assert learned_lifetime(state.targets.get("kube-apiserver"), far) is None
 
 
 def test_learned_lifetime_survives_the_file() -> None:
     decoded = decode_state(encode_state(full_state()))
-    assert learned_lifetimes(decoded, {"kube-apiserver": PROC}) == {"kube-apiserver": V133_LIFETIME}
+    assert learned_lifetime(decoded.targets.get("kube-apiserver"), PROC) == V133_LIFETIME
 
 
 # --- records from a check -------------------------------------------------------
@@ -536,21 +533,3 @@ def test_first_check_has_no_alert_history() -> None:
     assert new.learned_lifetime is None and new.learned_from is None
     assert new.last_alert_state is None and new.last_alert_at is None
     assert decode_state(encode_state(AgentState({"x": new}, ()))).targets["x"] == new
-
-
-def test_record_check_updates_checked_targets_and_keeps_the_rest() -> None:
-    state = replace(full_state(), restarts=(restart(0),))
-    check = CheckReport(
-        checked_at=NOW + timedelta(seconds=3),
-        thresholds=THRESHOLDS,
-        targets=(report(loopback_cert(STARTED, timedelta(days=365)), apiserver()),),
-    )
-    new = record_check(state, check)
-    assert set(new.targets) == {"kube-apiserver", "openshift-apiserver"}
-    assert new.targets["openshift-apiserver"] == state.targets["openshift-apiserver"]
-    updated = new.targets["kube-apiserver"]
-    assert updated.checked_at == NOW + timedelta(seconds=3)
-    assert updated.learned_lifetime == timedelta(days=365)
-    assert updated.last_alert_state == "warning"
-    assert new.restarts == state.restarts
-    assert state == replace(full_state(), restarts=(restart(0),))  # input untouched
