@@ -8,14 +8,21 @@ run it; both pass the clock in.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable, Optional, Sequence, Tuple
 
-from agent.assess import DEFAULT_LIFETIME, Assessment, State, assess, worst
-from agent.config import TargetConfig, Thresholds
-from agent.discover import ProcessFinder
-from agent.facts import DEFAULT_SECURE_PORT, ApiserverProcess, ProbeResult, TargetFacts
+from agent.config.types import TargetConfig, Thresholds
+from agent.judge.assess import assess
+from agent.model import (
+    DEFAULT_LIFETIME,
+    DEFAULT_SECURE_PORT,
+    ApiserverProcess,
+    CheckReport,
+    ProbeResult,
+    TargetFacts,
+    TargetReport,
+)
+from agent.observe.discover import ProcessFinder
 
 ProbeFunction = Callable[[str, int, str, float], ProbeResult]
 # Given a target name and its process, the lifetime an earlier probe of that
@@ -25,24 +32,6 @@ LearnedLifetime = Callable[[str, Optional[ApiserverProcess]], Optional[timedelta
 
 def nothing_learned(target: str, process: Optional[ApiserverProcess]) -> Optional[timedelta]:
     return None
-
-
-@dataclass(frozen=True)
-class TargetReport:
-    target: TargetConfig
-    facts: TargetFacts
-    assessment: Assessment
-
-
-@dataclass(frozen=True)
-class CheckReport:
-    checked_at: datetime
-    thresholds: Thresholds
-    targets: Tuple[TargetReport, ...]
-
-    @property
-    def state(self) -> State:
-        return worst([t.assessment.state for t in self.targets])
 
 
 def resolve_endpoint(target: TargetConfig, process: Optional[ApiserverProcess]) -> Tuple[str, int]:

@@ -12,12 +12,13 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable, List, Optional, Tuple, Union
 
 if TYPE_CHECKING:
-    from agent.state import AgentState
+    from agent.state.records import AgentState
 
 from agent import __version__
-from agent.config import DEFAULT_CONFIG_PATH, Config, ConfigError, TargetConfig, load_config
-from agent.durations import argument, parse_signed_duration, parse_utc_time
-from agent.output import EXIT_UNKNOWN
+from agent.config.durations import argument, parse_signed_duration, parse_utc_time
+from agent.config.loader import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from agent.config.types import Config, TargetConfig
+from agent.report.output import EXIT_UNKNOWN
 
 # sysexits.h EX_CONFIG; the unit's RestartPreventExitStatus= names it.
 EXIT_CONFIG = 78
@@ -55,10 +56,10 @@ def _config_error(error: ConfigError, code: int) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from agent.check import run_check
-    from agent.discover import ProcessFinder
-    from agent.output import exit_code as plugin_exit
-    from agent.output import render_json, render_text
-    from agent.probe import probe
+    from agent.observe.discover import ProcessFinder
+    from agent.observe.probe import probe
+    from agent.report.output import exit_code as plugin_exit
+    from agent.report.output import render_json, render_text
 
     try:
         config = _load(args)
@@ -74,7 +75,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from agent.demo import run_demo
+    from agent.standin.demo import run_demo
 
     try:
         config = _load(args)
@@ -84,7 +85,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from agent.schema import render_example
+    from agent.config.schema import render_example
 
     if args.example:
         sys.stdout.write(render_example())
@@ -100,10 +101,10 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.daemon import Daemon
-    from agent.events import PRIORITY_ERR, EventKind, send_event
-    from agent.journal import JOURNAL_SOCKET, open_journal
-    from agent.notify import Notifier
-    from agent.probe import probe
+    from agent.observe.probe import probe
+    from agent.report.events import PRIORITY_ERR, EventKind, send_event
+    from agent.report.journal import JOURNAL_SOCKET, open_journal
+    from agent.report.notify import Notifier
 
     # KLG_JOURNAL_SOCKET points the native protocol elsewhere (tests, debugging).
     journal = open_journal(socket_path=os.environ.get("KLG_JOURNAL_SOCKET", JOURNAL_SOCKET))
@@ -123,8 +124,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    from agent.state import read_state, state_path
-    from agent.status import render_status, status_json
+    from agent.report.status import render_status, status_json
+    from agent.state.store import read_state, state_path
 
     try:
         config = _load(args)
@@ -150,7 +151,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _stored_state(config: Config) -> AgentState:
-    from agent.state import AgentState, read_state
+    from agent.state.records import AgentState
+    from agent.state.store import read_state
 
     try:
         return read_state(config.state_dir)
@@ -176,11 +178,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     import json
 
     from agent.check import run_check
-    from agent.discover import ProcessFinder
-    from agent.journal import open_journal
-    from agent.plan import make_plans, node_name, plans_json, render_plans
-    from agent.probe import probe
-    from agent.restart import Restarter
+    from agent.observe.discover import ProcessFinder
+    from agent.observe.probe import probe
+    from agent.report.journal import open_journal
+    from agent.restart.plan import make_plans, node_name, plans_json, render_plans
+    from agent.restart.restarter import Restarter
 
     prepared = _prepare(args)
     if isinstance(prepared, int):
@@ -204,11 +206,11 @@ def cmd_restart(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from agent.check import run_check
-    from agent.discover import ProcessFinder
-    from agent.journal import open_journal
-    from agent.plan import forced, make_plans, node_name
-    from agent.probe import probe
-    from agent.restart import Restarter
+    from agent.observe.discover import ProcessFinder
+    from agent.observe.probe import probe
+    from agent.report.journal import open_journal
+    from agent.restart.plan import forced, make_plans, node_name
+    from agent.restart.restarter import Restarter
 
     prepared = _prepare(args)
     if isinstance(prepared, int):

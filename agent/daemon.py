@@ -23,11 +23,13 @@ from types import FrameType
 from typing import Callable, Dict, List, Optional
 
 from agent import __version__
-from agent.check import CheckReport, ProbeFunction, TargetReport, run_check
-from agent.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
-from agent.decide import Reason, RestartDecision, decide
-from agent.discover import ProcessFinder
-from agent.events import (
+from agent.check import ProbeFunction, run_check
+from agent.config.loader import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from agent.config.types import Config
+from agent.judge.decide import Reason, RestartDecision, decide
+from agent.model import ApiserverProcess, CheckReport, TargetReport
+from agent.observe.discover import ProcessFinder
+from agent.report.events import (
     PRIORITY_CRIT,
     PRIORITY_ERR,
     PRIORITY_INFO,
@@ -38,22 +40,20 @@ from agent.events import (
     send_event,
     target_events,
 )
-from agent.facts import ApiserverProcess
-from agent.journal import Journal
-from agent.metrics import write_metrics
-from agent.notify import Notifier
-from agent.output import systemd_status
-from agent.restart import Restarter
-from agent.state import (
+from agent.report.journal import Journal
+from agent.report.metrics import write_metrics
+from agent.report.notify import Notifier
+from agent.report.output import systemd_status
+from agent.restart.restarter import Restarter
+from agent.state.records import (
     AgentState,
     TargetState,
     last_restart,
     learned_lifetime,
-    load_state,
     process_record,
     target_state_from,
-    update_state,
 )
+from agent.state.store import load_state, update_state
 
 _CHECK_DONE = 0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -26,11 +26,11 @@ sys.path.insert(0, ROOT)
 
 import psutil  # noqa: E402
 
-from agent.config import parse_config  # noqa: E402
+from agent.config.loader import parse_config  # noqa: E402
 from agent.daemon import Daemon  # noqa: E402
-from agent.journal import Journal  # noqa: E402
-from agent.notify import Notifier  # noqa: E402
-from agent.probe import probe  # noqa: E402
+from agent.observe.probe import probe  # noqa: E402
+from agent.report.journal import Journal  # noqa: E402
+from agent.report.notify import Notifier  # noqa: E402
 
 
 def free_port() -> int:

@@ -31,7 +31,7 @@ klg_version() {
 stage_sources() {
     local dest=$1
     mkdir -p "$dest/agent" "$dest/systemd" "$dest/examples" "$dest/packaging"
-    cp -p "$KLG_ROOT"/agent/*.py "$dest/agent/"
+    (cd "$KLG_ROOT" && find agent -name '*.py' -print0 | xargs -0 cp -p --parents -t "$dest")
     cp -p "$KLG_ROOT/systemd/$KLG_NAME.service" "$KLG_ROOT/systemd/$KLG_NAME.catalog" "$dest/systemd/"
     cp -p "$KLG_ROOT/examples/config.toml" "$dest/examples/"
     cp -p "$KLG_ROOT/packaging/gen-manpage" "$KLG_ROOT/packaging/$KLG_NAME.launcher" "$dest/packaging/"

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent.standin_certs import LoopbackPair, make_serving_pair, server_context
+from agent.standin.certs import LoopbackPair, make_serving_pair, server_context
 
 GROUP = "coordination.k8s.io"
 _LEASES = re.compile(

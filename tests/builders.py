@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Optional
 
-from agent.config import TargetConfig
-from agent.facts import ApiserverProcess, LivezVerdict, LoopbackCert, ProbeResult
+from agent.config.types import TargetConfig
+from agent.model import ApiserverProcess, LivezVerdict, LoopbackCert, ProbeResult
 
 
 def target_config(name: str = "kube-apiserver", **changes: Any) -> TargetConfig:

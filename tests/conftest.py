@@ -16,7 +16,7 @@ import psutil
 import pytest
 from faulty_peers import wait_until
 
-from agent.standin import StandinApiserver
+from agent.standin.server import StandinApiserver
 
 if TYPE_CHECKING:
     from supervisor import Supervisors

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Callable, List, Optional, Type, TypeVar
 
-from agent.standin_certs import make_loopback_pair, server_context
+from agent.standin.certs import make_loopback_pair, server_context
 
 DRIP_INTERVAL = 0.3
 

@@ -10,12 +10,11 @@ import psutil
 import pytest
 from conftest import Spawn, StandinFactory, _unique_name
 
-from agent.assess import State
 from agent.check import assumed_lifetime, resolve_endpoint, run_check
-from agent.config import TargetConfig, Thresholds
-from agent.discover import ProcessFinder
-from agent.facts import ApiserverProcess
-from agent.probe import probe
+from agent.config.types import TargetConfig, Thresholds
+from agent.model import ApiserverProcess, State
+from agent.observe.discover import ProcessFinder
+from agent.observe.probe import probe
 
 THRESHOLDS = Thresholds(warning=timedelta(days=60), critical=timedelta(days=14))
 

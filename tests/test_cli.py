@@ -17,7 +17,7 @@ from typing import List
 import pytest
 from conftest import StandinFactory
 
-from agent.schema import render_example
+from agent.config.schema import render_example
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUS_LINE = re.compile(
@@ -217,10 +217,11 @@ def test_status_without_state(tmp_path: Path) -> None:
 
 def test_status_shows_what_the_daemon_saved(tmp_path: Path, standin: StandinFactory) -> None:
     from agent.check import run_check
-    from agent.config import load_config
-    from agent.discover import ProcessFinder
-    from agent.probe import probe
-    from agent.state import AgentState, save_state, target_state_from
+    from agent.config.loader import load_config
+    from agent.observe.discover import ProcessFinder
+    from agent.observe.probe import probe
+    from agent.state.records import AgentState, target_state_from
+    from agent.state.store import save_state
 
     api = standin(expires_in=timedelta(days=20))
     config = load_config(config_for(tmp_path, api.port))

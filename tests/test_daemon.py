@@ -21,7 +21,7 @@ import pytest
 from conftest import StandinFactory
 from test_journal import FakeJournald
 
-from agent.events import MESSAGE_IDS, EventKind
+from agent.report.events import MESSAGE_IDS, EventKind
 
 if TYPE_CHECKING:
     from supervisor import Supervisors
@@ -320,11 +320,11 @@ def test_wall_clock_jumps_neither_skip_nor_double_checks(
     standin: StandinFactory, tmp_path: Path
 ) -> None:
     """In-process: the wall clock jumps a day per reading, monotonic time is real."""
-    from agent.config import load_config
+    from agent.config.loader import load_config
     from agent.daemon import Daemon
-    from agent.journal import open_journal
-    from agent.notify import Notifier
-    from agent.probe import probe
+    from agent.observe.probe import probe
+    from agent.report.journal import open_journal
+    from agent.report.notify import Notifier
 
     api = standin(expires_in=timedelta(days=20))
     path = tmp_path / "c.toml"

@@ -166,7 +166,8 @@ def deb_paths(deb: Path) -> Dict[str, str]:
 
 
 def agent_modules() -> List[str]:
-    return sorted(p.name for p in (ROOT / "agent").glob("*.py"))
+    """Every module of the agent package, as a path under agent/ (subpackages included)."""
+    return sorted(str(p.relative_to(ROOT / "agent")) for p in (ROOT / "agent").rglob("*.py"))
 
 
 def run_launcher(tree: Path, *args: str, env: Dict[str, str]) -> str:
@@ -352,7 +353,8 @@ def test_deb_contents(deb: Path) -> None:
     ):
         assert path in paths, path
     assert paths[f"/usr/bin/{NAME}"] == "-rwxr-xr-x"
-    modules = sorted(p.rsplit("/", 1)[1] for p in paths if p.startswith(f"/{PRIVATE}/agent/"))
+    prefix = f"/{PRIVATE}/agent/"
+    modules = sorted(p[len(prefix) :] for p in paths if p.startswith(prefix) and p.endswith(".py"))
     assert modules == agent_modules()
     assert not [p for p in paths if "__pycache__" in p or p.endswith(".pyc") or "/tests" in p]
     # systemd creates the state directory (StateDirectory=), not the package.
@@ -463,9 +465,8 @@ def test_rpm_files_and_config(rpm: Path) -> None:
     ):
         assert path in files, path
     assert [p for p in files if p.startswith(f"/usr/share/man/man1/{NAME}.1")]
-    modules = sorted(
-        p.rsplit("/", 1)[1] for p in files if re.match(rf"^/{PRIVATE}/agent/[^/]+\.py$", p)
-    )
+    prefix = f"/{PRIVATE}/agent/"
+    modules = sorted(p[len(prefix) :] for p in files if p.startswith(prefix) and p.endswith(".py"))
     assert modules == agent_modules()
     assert not [p for p in files if p.startswith("/var") or "/tests" in p]
     flags = rpm_query(rpm, "--qf", "[%{FILEFLAGS:fflags} %{FILENAMES}\n]").splitlines()

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from agent.events import MESSAGE_IDS, EventKind
+from agent.report.events import MESSAGE_IDS, EventKind
 
 from .conftest import AGENT, APISERVER, BASE_CONFIG, CONFIG, LIFETIME_DAYS, Node
 from .machine import wait_for

@@ -12,7 +12,7 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from agent.events import MESSAGE_IDS, EventKind
+from agent.report.events import MESSAGE_IDS, EventKind
 
 from .conftest import AGENT, APISERVER, BASE_CONFIG, Node
 from .machine import wait_for

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from agent.events import MESSAGE_IDS, EventKind
+from agent.report.events import MESSAGE_IDS, EventKind
 
 from .conftest import AGENT, APISERVER, BASE_CONFIG, CONFIG, MODULE_DIR, Node
 from .machine import PACKAGE_DIR

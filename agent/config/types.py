@@ -1,0 +1,81 @@
+"""The configuration as frozen values: what the pure core and the edges read.
+
+Built only by `agent.config.loader`; imported by everything that needs a
+threshold, a target or the restart policy without pulling in the loader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Optional, Tuple
+
+from agent.judge.window import MaintenanceWindow
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    warning: timedelta
+    critical: timedelta
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    textfile: str  # "" = off
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    name: str
+    process_name: str
+    host: str  # "" = from --bind-address
+    port: int  # 0 = from --secure-port
+    server_name: str
+    timeout: timedelta
+    lifetime: Optional[timedelta]  # None = "auto"
+
+
+@dataclass(frozen=True)
+class LeaseConfig:
+    kubeconfig: str
+    namespace: str
+    name: str
+    duration: timedelta
+    identity: str  # "" = host name
+
+
+@dataclass(frozen=True)
+class RestartConfig:
+    enabled: bool
+    dry_run: bool
+    method: str  # "systemd" | "static-pod" | "command"
+    unit: str
+    command: Tuple[str, ...]
+    targets: Tuple[str, ...]  # empty = every target
+    before_expiry: timedelta
+    min_interval: timedelta
+    when_expired: str  # "immediately" | "window"
+    random_delay: timedelta
+    ready_timeout: timedelta
+    command_timeout: timedelta
+    peers: Tuple[str, ...]
+    peer_ca: str
+    blocking_command: Tuple[str, ...]
+    pre_hook: Tuple[str, ...]
+    post_hook: Tuple[str, ...]
+    windows: Tuple[MaintenanceWindow, ...]
+    lease: Optional[LeaseConfig]
+
+    def applies_to(self, target: str) -> bool:
+        return not self.targets or target in self.targets
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Optional[str]  # None when built-in defaults are in force
+    interval: timedelta
+    state_dir: str
+    thresholds: Thresholds
+    metrics: MetricsConfig
+    targets: Tuple[TargetConfig, ...]
+    restart: RestartConfig

@@ -1,0 +1,146 @@
+"""The domain's values: what the agent observes about an apiserver, and its verdict.
+
+Plain, frozen values. Discovery (`agent.observe.discover`) and the probe
+(`agent.observe.probe`) produce the facts; assessment (`agent.judge.assess`)
+turns them into an `Assessment`; `agent.check` bundles them as a `CheckReport`
+that every reporter renders. Every datetime here is timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import List, Literal, Optional, Tuple
+
+from agent.config.types import TargetConfig, Thresholds
+
+# The upstream verdict of GET /livez/loopback-serving-certificate (v1.36+):
+# ok (200 "ok"), failed (500), absent (404, apiserver older than v1.36),
+# forbidden (401/403: anonymous access is off, which is normal), error
+# (anything else), not-checked (no TLS session to ask on).
+LivezVerdict = Literal["ok", "failed", "absent", "forbidden", "error", "not-checked"]
+
+LOOPBACK_SERVER_NAME = "apiserver-loopback-client"
+# kube-apiserver back-dates its loopback certificate by one hour.
+BACKDATE = timedelta(hours=1)
+# How far not_before may sit from start − 1 h before we say so.
+CROSS_CHECK_TOLERANCE = timedelta(minutes=10)
+# The shortest lifetime upstream ever used; the safe guess when nothing is known.
+DEFAULT_LIFETIME = timedelta(days=365)
+# kube-apiserver's --secure-port default.
+DEFAULT_SECURE_PORT = 6443
+
+
+@dataclass(frozen=True)
+class ApiserverProcess:
+    """A running apiserver process as seen in /proc."""
+
+    pid: int
+    name: str
+    started_at: datetime
+    secure_port: Optional[int]
+    bind_address: Optional[str]
+
+
+@dataclass(frozen=True)
+class LoopbackCert:
+    """The leaf certificate an apiserver served for the loopback SNI."""
+
+    subject: str
+    issuer: str
+    serial: str
+    sha256: str
+    not_before: datetime
+    not_after: datetime
+    # The unix time in `CN=apiserver-loopback-client@<t>`, when present.
+    generated_at: Optional[datetime]
+
+    @property
+    def lifetime(self) -> timedelta:
+        return self.not_after - self.not_before
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """The outcome of one TLS probe: a certificate, or the reason there is none."""
+
+    host: str
+    port: int
+    server_name: str
+    cert: Optional[LoopbackCert]
+    livez: LivezVerdict
+    error: Optional[str]
+
+    @property
+    def ok(self) -> bool:
+        return self.cert is not None
+
+
+@dataclass(frozen=True)
+class TargetFacts:
+    """Everything observed about one target in one check."""
+
+    target: str
+    process: Optional[ApiserverProcess]
+    discovery_error: Optional[str]
+    probe: Optional[ProbeResult]
+
+
+@dataclass(frozen=True)
+class TargetReport:
+    target: TargetConfig
+    facts: TargetFacts
+    assessment: Assessment
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    checked_at: datetime
+    thresholds: Thresholds
+    targets: Tuple[TargetReport, ...]
+
+    @property
+    def state(self) -> State:
+        return worst([t.assessment.state for t in self.targets])
+
+
+class State(str, Enum):
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"
+
+    @property
+    def severity(self) -> int:
+        """Rank for "the worst state wins": expired > critical > unknown > warning > ok."""
+        return _SEVERITY[self]
+
+
+_SEVERITY = {
+    State.OK: 0,
+    State.WARNING: 1,
+    State.UNKNOWN: 2,
+    State.CRITICAL: 3,
+    State.EXPIRED: 4,
+}
+
+
+def worst(states: List[State]) -> State:
+    """Given states, return the worst; OK for none."""
+    return max(states, key=lambda s: s.severity, default=State.OK)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    target: str
+    state: State
+    source: str  # "probe" | "process-start" | "none"
+    not_before: Optional[datetime]
+    not_after: Optional[datetime]
+    seconds_left: Optional[float]
+    lifetime: Optional[timedelta]
+    summary: str  # one line, the reason for the state
+    notes: tuple[str, ...]
+    error: Optional[str]

@@ -1,0 +1,106 @@
+"""Recognise and read kube-apiserver's in-memory loopback certificate.
+
+The apiserver generates it at start with client-go's
+`GenerateSelfSignedCertKey("apiserver-loopback-client", ...)`: the leaf is
+`CN=apiserver-loopback-client@<unix seconds>` with SAN DNS
+`apiserver-loopback-client`, issued by `CN=apiserver-loopback-client-ca@<same>`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Optional
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+
+from agent.model import LOOPBACK_SERVER_NAME, LoopbackCert
+
+_LOOPBACK_CN = re.compile(r"apiserver-loopback-client@([0-9]{1,20})")
+
+# A subject from an arbitrary peer ends up in logs and alerts; keep it readable.
+_MAX_SUBJECT_IN_MESSAGE = 200
+
+
+class NotLoopbackCert(ValueError):
+    """The peer served a certificate, but not the apiserver's loopback one."""
+
+
+def read_loopback_cert(der: bytes) -> LoopbackCert:
+    """Given the DER bytes of a leaf certificate, return it as a LoopbackCert.
+
+    The certificate counts as the loopback one when its CN is
+    `apiserver-loopback-client@<digits>` or it names `apiserver-loopback-client`
+    as a SAN DNS name. Raise NotLoopbackCert (naming the subject actually
+    received) if it is another certificate, and ValueError if the bytes are not
+    a certificate at all.
+    """
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        subject = cert.subject.rfc4514_string()
+        issuer = cert.issuer.rfc4514_string()
+        common_name = _common_name(cert)
+        not_before = _utc_attribute(cert, "not_valid_before")
+        not_after = _utc_attribute(cert, "not_valid_after")
+        serial = format(cert.serial_number, "x")
+        sha256 = cert.fingerprint(hashes.SHA256()).hex()
+    except ValueError as exc:
+        raise ValueError(f"cannot parse the peer certificate: {exc}") from exc
+
+    match = _LOOPBACK_CN.fullmatch(common_name) if common_name is not None else None
+    if match is None and LOOPBACK_SERVER_NAME not in _san_dns_names(cert):
+        shown = subject or "an empty subject"
+        if len(shown) > _MAX_SUBJECT_IN_MESSAGE:
+            shown = shown[:_MAX_SUBJECT_IN_MESSAGE] + "…"
+        raise NotLoopbackCert(f"not the loopback certificate (got {shown})")
+
+    return LoopbackCert(
+        subject=subject,
+        issuer=issuer,
+        serial=serial,
+        sha256=sha256,
+        not_before=not_before,
+        not_after=not_after,
+        generated_at=_unix_time(match.group(1)) if match is not None else None,
+    )
+
+
+def _common_name(cert: x509.Certificate) -> Optional[str]:
+    attributes = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not attributes:
+        return None
+    value = attributes[0].value
+    return value if isinstance(value, str) else None
+
+
+def _san_dns_names(cert: x509.Certificate) -> list[str]:
+    try:
+        extension = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    except Exception:
+        # The certificate comes from an unauthenticated peer: a malformed or
+        # duplicated extension (whose exception types vary between cryptography
+        # releases) means "no usable SAN", not a crash of the probe.
+        return []
+    return list(extension.value.get_values_for_type(x509.DNSName))
+
+
+def _utc_attribute(cert: x509.Certificate, name: str) -> datetime:
+    # cryptography >= 42 has aware *_utc properties and deprecates the naive
+    # ones; older releases (Debian's 3.3, 38) only have the naive UTC ones.
+    aware = getattr(cert, name + "_utc", None)
+    if isinstance(aware, datetime):
+        return aware
+    naive: datetime = getattr(cert, name)
+    return naive.replace(tzinfo=timezone.utc)
+
+
+def _unix_time(digits: str) -> Optional[datetime]:
+    try:
+        return datetime.fromtimestamp(int(digits), tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        # A CN can carry any number; one beyond datetime's range is not a date.
+        return None

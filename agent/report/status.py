@@ -1,0 +1,102 @@
+"""`status`: what the daemon last saw, read from its state file.
+
+Read-only (never moves or rewrites the file), so it works without root and
+without the daemon running.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Dict, List, Optional
+
+from agent.config.durations import format_days
+from agent.state.records import AgentState, TargetState
+
+
+def _stamp(moment: Optional[datetime]) -> Optional[str]:
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ago(moment: datetime, now: datetime) -> str:
+    seconds = max(0, int((now - moment).total_seconds()))
+    if seconds < 120:
+        return f"{seconds}s ago"
+    if seconds < 7200:
+        return f"{seconds // 60} min ago"
+    if seconds < 172800:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} days ago"
+
+
+def target_lines(name: str, target: TargetState, now: datetime) -> List[str]:
+    lines = [
+        f"{name}: {target.state.upper()} (checked {target.checked_at:%Y-%m-%d %H:%M:%S} UTC, "
+        f"{_ago(target.checked_at, now)})",
+        f"  {target.summary}",
+    ]
+    if target.not_after is not None and target.seconds_left is not None:
+        left = (target.not_after - now).total_seconds()
+        lines.append(
+            f"  not_after {target.not_after:%Y-%m-%d %H:%M:%S} UTC ({format_days(left)} days "
+            f"from now), source {target.source}"
+        )
+    if target.cert is not None:
+        lines.append(f"  certificate {target.cert.subject}, sha256 {target.cert.sha256}")
+    if target.process is not None:
+        lines.append(
+            f"  process PID {target.process.pid} started "
+            f"{target.process.started_at:%Y-%m-%d %H:%M:%S} UTC"
+        )
+    if target.probe_error:
+        lines.append(f"  probe error: {target.probe_error}")
+    if target.learned_lifetime is not None:
+        lines.append(
+            f"  learned lifetime {format_days(target.learned_lifetime.total_seconds())} days"
+        )
+    if target.last_alert_at is not None and target.last_alert_state is not None:
+        lines.append(
+            f"  last journal alert: {target.last_alert_state.upper()} "
+            f"{_ago(target.last_alert_at, now)}"
+        )
+    return lines
+
+
+def render_status(state: AgentState, path: str, now: datetime) -> str:
+    """Given the stored state, its path and now, return the text for people."""
+    if not state.targets:
+        return f"{path}: no target checked yet\n"
+    lines = [f"State from {path}:"]
+    for name in sorted(state.targets):
+        lines.extend(target_lines(name, state.targets[name], now))
+    if state.restarts:
+        last = state.restarts[-1]
+        lines.append(
+            f"last restart record: {last.target} {last.phase} "
+            f"{last.at:%Y-%m-%d %H:%M:%S} UTC {last.outcome or ''} {last.detail}".rstrip()
+        )
+    return "\n".join(lines) + "\n"
+
+
+def status_json(state: AgentState, path: str) -> Dict[str, Any]:
+    targets: Dict[str, Any] = {}
+    for name, t in sorted(state.targets.items()):
+        targets[name] = {
+            "state": t.state,
+            "checked_at": _stamp(t.checked_at),
+            "source": t.source,
+            "summary": t.summary,
+            "not_after": _stamp(t.not_after),
+            "seconds_left_at_check": None if t.seconds_left is None else int(t.seconds_left),
+            "sha256": t.cert.sha256 if t.cert else None,
+            "subject": t.cert.subject if t.cert else None,
+            "process": None
+            if t.process is None
+            else {"pid": t.process.pid, "started_at": _stamp(t.process.started_at)},
+            "probe_error": t.probe_error,
+            "learned_lifetime_seconds": None
+            if t.learned_lifetime is None
+            else int(t.learned_lifetime.total_seconds()),
+            "last_alert_state": t.last_alert_state,
+            "last_alert_at": _stamp(t.last_alert_at),
+        }
+    return {"path": path, "targets": targets, "restarts": len(state.restarts)}

@@ -1,0 +1,390 @@
+"""Was the restart a success? A new process, a later certificate, /readyz ok.
+
+readyz() asks an apiserver's GET /readyz over TLS under one deadline, trusting
+nothing unless a CA file is given (for peers, with peer_ca). verify_restart()
+polls, with the clock and the three observations passed in, until the restart
+shows or its deadline passes, and says in one line what it saw.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Dict, List, Optional, Tuple
+from urllib.parse import urlsplit
+
+import agent
+from agent.model import ApiserverProcess, ProbeResult
+from agent.report.output import rfc3339
+
+__all__ = [
+    "ReadyzResult",
+    "Verification",
+    "peer_address",
+    "readyz",
+    "readyz_url",
+    "verify_restart",
+]
+
+READYZ_PATH = "/readyz"
+# Earlier than any certificate: with no old expiry known, any certificate is new.
+_NEVER = datetime.min.replace(tzinfo=timezone.utc)
+_MAX_RESPONSE = 64 * 1024
+_HTTPS_PORT = 443
+
+
+@dataclass(frozen=True)
+class ReadyzResult:
+    """The answer to GET /readyz: ok (200 "ok"), the HTTP status when there
+    was one, and one line for the journal ("/readyz ok", "/readyz not ok: 500")."""
+
+    ok: bool
+    status: Optional[int]
+    detail: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What became of a restart: ok, the new process and certificate expiry
+    seen, what never held (empty when ok), and one line for the journal."""
+
+    ok: bool
+    new_process: Optional[ApiserverProcess]
+    new_not_after: Optional[datetime]
+    missing: Tuple[str, ...]
+    detail: str
+
+
+# -- /readyz -------------------------------------------------------------------
+
+
+class _Timeout(Exception):
+    pass
+
+
+def readyz(
+    host: str,
+    port: int,
+    timeout: float,
+    server_name: Optional[str] = None,
+    ca_file: Optional[str] = None,
+) -> ReadyzResult:
+    """Given an address, a timeout in seconds, the TLS server name (default:
+    the host) and a CA file (None: do not verify), return the apiserver's
+    answer to GET /readyz.
+
+    Connecting (to each address of the host in turn), the handshake and the
+    response together take at most `timeout`; only resolving a host name is
+    left to the resolver's own timeouts (IP literals need none).
+    Without ca_file the certificate is not checked: /readyz is public and we
+    ask about health, not trust. With it, the chain and the name (or IP) must
+    verify. Never raise for network or peer trouble: the result says what
+    went wrong.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        context = _client_context(ca_file)
+    except (OSError, ssl.SSLError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        return ReadyzResult(
+            False, None, f"/readyz not checked: cannot load CA file {ca_file}: {reason}"
+        )
+    address = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    phase = "connect"
+    try:
+        with _connect(address, port, deadline) as raw:
+            phase = "TLS handshake"
+            # The ssl module bounds a whole handshake or read by the socket
+            # timeout, so setting what is left before each step keeps one deadline.
+            raw.settimeout(_left(deadline))
+            with context.wrap_socket(raw, server_hostname=server_name or address) as tls:
+                phase = "request"
+                tls.settimeout(_left(deadline))
+                tls.sendall(_request(server_name or address, port))
+                status, body = _read_response(tls, deadline)
+    except (_Timeout, socket.timeout):
+        return _not_ok(None, f"timed out after {timeout:g}s during {phase}")
+    except ssl.SSLCertVerificationError as error:
+        return _not_ok(None, f"certificate not trusted: {error.verify_message}")
+    except ssl.SSLError as error:
+        return _not_ok(None, f"TLS failed during {phase}: {error.reason or error}")
+    except ConnectionRefusedError:
+        return _not_ok(None, "connection refused")
+    except OSError as error:
+        return _not_ok(None, f"{error.strerror or error} during {phase}")
+    except ValueError as error:
+        # Not HTTP, or a host or server name the socket layer refuses.
+        return _not_ok(None, str(error))
+    if status == 200 and body.strip() == b"ok":
+        return ReadyzResult(True, 200, "/readyz ok")
+    if status in (401, 403):
+        # Anonymous access is off: normal on hardened clusters, but it hides readiness.
+        return _not_ok(status, f"{status} (anonymous access refused)")
+    if status == 200:
+        return _not_ok(status, f"200 with body {body[:40]!r}")
+    return _not_ok(status, str(status))
+
+
+def readyz_url(url: str, timeout: float, ca_file: Optional[str] = None) -> ReadyzResult:
+    """Given a peer as "https://HOST[:PORT]" (port 443 when absent), a timeout
+    in seconds and a CA file (None: do not verify), return its answer to
+    GET /readyz, as readyz() does. Raise ValueError for any other URL form."""
+    host, port = peer_address(url)
+    return readyz(host, port, timeout, ca_file=ca_file)
+
+
+def peer_address(url: str) -> Tuple[str, int]:
+    """Given "https://HOST[:PORT][/]", return (host, port); an IPv6 host comes
+    without brackets. Raise ValueError for any other form."""
+    parts = urlsplit(url)
+    extra = parts.query or parts.fragment or parts.username is not None
+    if parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/") or extra:
+        raise ValueError(f'{url!r} is not of the form "https://HOST:PORT"')
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{url!r} has a bad port") from None
+    return parts.hostname, _HTTPS_PORT if port is None else port
+
+
+def _not_ok(status: Optional[int], reason: str) -> ReadyzResult:
+    return ReadyzResult(False, status, f"/readyz not ok: {reason}")
+
+
+def _client_context(ca_file: Optional[str]) -> ssl.SSLContext:
+    """Given a CA file or None, return a client context that verifies against
+    it, or verifies nothing. Raise OSError or ssl.SSLError if it cannot be read."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # The apiserver would pick h2 if offered; we speak HTTP/1.1 only.
+    context.set_alpn_protocols(["http/1.1"])
+    if ca_file is None:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context.load_verify_locations(cafile=ca_file)
+    return context
+
+
+def _connect(host: str, port: int, deadline: float) -> socket.socket:
+    """Given a host, a port and a deadline, return a socket connected to the
+    first address that answers. Raise _Timeout past the deadline, else the
+    last address's OSError."""
+    last: Optional[OSError] = None
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(_left(deadline))
+            sock.connect(address)
+            return sock
+        except OSError as error:
+            # socket.timeout included: the next address gets what is left.
+            sock.close()
+            last = error
+        except _Timeout:
+            sock.close()
+            raise
+    raise last if last is not None else OSError(f"no address for {host}")
+
+
+def _left(deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    # A zero timeout would make the socket non-blocking, not fail.
+    if remaining <= 0:
+        raise _Timeout()
+    return remaining
+
+
+def _request(host: str, port: int) -> bytes:
+    authority = f"[{host}]" if ":" in host else host
+    return (
+        f"GET {READYZ_PATH} HTTP/1.1\r\n"
+        f"Host: {authority}:{port}\r\n"
+        f"User-Agent: kube-loopback-guard/{agent.__version__}\r\n"
+        "Accept: text/plain\r\n"
+        "Connection: close\r\n"
+        "\r\n"
+    ).encode("ascii", "replace")
+
+
+def _read_response(tls: ssl.SSLSocket, deadline: float) -> Tuple[int, bytes]:
+    """Given a TLS socket with the request sent, return the status and body of
+    the response, reading until it is complete or the peer closes. Raise
+    ValueError if it is not HTTP/1.x, _Timeout past the deadline."""
+    data = b""
+    while True:
+        complete = _parse(data)
+        if complete is not None:
+            return complete
+        if len(data) > _MAX_RESPONSE:
+            raise ValueError("response too large")
+        tls.settimeout(_left(deadline))
+        chunk = tls.recv(16 * 1024)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1."):
+        raise ValueError("no HTTP response" if not data else f"not HTTP: {data[:40]!r}")
+    return _status(head), body
+
+
+def _parse(data: bytes) -> Optional[Tuple[int, bytes]]:
+    """Given the bytes so far, return (status, body) once a Content-Length or
+    chunked response is complete, else None (read on, up to the close)."""
+    head, separator, rest = data.partition(b"\r\n\r\n")
+    if not separator:
+        return None
+    headers = _headers(head)
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body = _dechunk(rest)
+        return None if body is None else (_status(head), body)
+    length = headers.get("content-length", "")
+    if length.isdigit() and len(rest) >= int(length):
+        return _status(head), rest[: int(length)]
+    return None
+
+
+def _status(head: bytes) -> int:
+    parts = head.split(b"\r\n", 1)[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise ValueError(f"not an HTTP response: {head[:40]!r}")
+    return int(parts[1])
+
+
+def _headers(head: bytes) -> Dict[str, str]:
+    headers: Dict[str, str] = {}
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        name, separator, value = line.partition(":")
+        if separator:
+            headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+def _dechunk(data: bytes) -> Optional[bytes]:
+    """Given a chunked body so far, return it decoded once the last chunk is
+    in, else None. Raise ValueError for a bad chunk size."""
+    body = b""
+    while True:
+        size_line, separator, data = data.partition(b"\r\n")
+        if not separator:
+            return None
+        try:
+            size = int(size_line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise ValueError(f"bad chunk size {size_line[:20]!r}") from None
+        if size == 0:
+            return body
+        if len(data) < size + 2:
+            return None
+        body += data[:size]
+        data = data[size + 2 :]
+
+
+# -- the restart ---------------------------------------------------------------
+
+
+def verify_restart(
+    old_process: Optional[ApiserverProcess],
+    old_not_after: Optional[datetime],
+    find: Optional[Callable[[], Optional[ApiserverProcess]]],
+    probe_once: Callable[[], ProbeResult],
+    ready: Callable[[], ReadyzResult],
+    deadline: float,
+    monotonic: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    interval: float = 2.0,
+) -> Verification:
+    """Given the process and certificate expiry from before the restart (None:
+    unknown), how to find the process, probe the certificate and ask /readyz,
+    and a deadline on the `monotonic` clock, return whether the restart shows.
+
+    Every `interval` seconds it looks, until all three hold: (a) a process
+    that is not the old one (another PID or start time; any, when the old one
+    is unknown; not asked for when `find` is None, for targets watched without
+    a process), (b) a loopback certificate expiring strictly later than the
+    old one (any, when unknown), (c) /readyz ok. (a) and (b) count once seen,
+    and the newest sighting is reported; (c) must hold in the last round. One
+    round always runs, even past the deadline; each callable bounds its own
+    time, so the last round may end that much after the deadline.
+    """
+    started = monotonic()
+    new_process: Optional[ApiserverProcess] = None
+    new_not_after: Optional[datetime] = None
+    while True:
+        found = None if find is None else find()
+        if found is not None and _is_new(found, old_process):
+            new_process = found
+        probed = probe_once()
+        served = None if probed.cert is None else probed.cert.not_after
+        if served is not None and served > (new_not_after or old_not_after or _NEVER):
+            new_not_after = served
+        answer = ready()
+        missing = _missing(
+            old_not_after, find is not None, found, probed, answer, new_process, new_not_after
+        )
+        now = monotonic()
+        if not missing:
+            pids = "" if find is None else f"{_pids(old_process, new_process)}, "
+            return Verification(
+                True,
+                new_process,
+                new_not_after,
+                (),
+                f"restart succeeded: {pids}not_after {_date(old_not_after)} → "
+                f"{_date(new_not_after)}, /readyz ok (after {now - started:.0f}s)",
+            )
+        if now >= deadline:
+            return Verification(
+                False,
+                new_process,
+                new_not_after,
+                missing,
+                f"restart failed: {'; '.join(missing)} (checked for {now - started:.0f}s)",
+            )
+        sleep(min(interval, deadline - now))
+
+
+def _is_new(found: ApiserverProcess, old: Optional[ApiserverProcess]) -> bool:
+    return old is None or (found.pid, found.started_at) != (old.pid, old.started_at)
+
+
+def _missing(
+    old_not_after: Optional[datetime],
+    watching_process: bool,
+    found: Optional[ApiserverProcess],
+    probed: ProbeResult,
+    answer: ReadyzResult,
+    new_process: Optional[ApiserverProcess],
+    new_not_after: Optional[datetime],
+) -> Tuple[str, ...]:
+    """Given what was known before and what this round saw, return what does not hold yet."""
+    missing: List[str] = []
+    if watching_process and new_process is None:
+        if found is None:
+            missing.append("no new process (none found)")
+        else:
+            missing.append(f"no new process (PID {found.pid} unchanged)")
+    if new_not_after is None:
+        if probed.cert is None:
+            missing.append(f"certificate not renewed (probe failed: {probed.error})")
+        elif old_not_after is not None and probed.cert.not_after == old_not_after:
+            missing.append(f"certificate not renewed (not_after unchanged {_date(old_not_after)})")
+        else:
+            missing.append(
+                f"certificate not renewed (not_after {_date(probed.cert.not_after)} "
+                f"is before {_date(old_not_after)})"
+            )
+    if not answer.ok:
+        missing.append(answer.detail)
+    return tuple(missing)
+
+
+def _pids(old: Optional[ApiserverProcess], new: Optional[ApiserverProcess]) -> str:
+    return f"PID {'?' if old is None else old.pid} → {'?' if new is None else new.pid}"
+
+
+def _date(moment: Optional[datetime]) -> str:
+    return rfc3339(moment) or "?"

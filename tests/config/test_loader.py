@@ -1,0 +1,265 @@
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from agent.config.loader import ConfigError, default_config, load_config, parse_config
+from agent.config.schema import SCHEMA, render_example
+from agent.config.types import LeaseConfig, TargetConfig
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "config.toml"
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "/etc/klg.toml")
+    return caught.value.problems
+
+
+def uncomment(example: str) -> str:
+    """Uncomment the settings and table headers of the example, not the prose."""
+    return re.sub(r"(?m)^# (?=\[|[a-z_]+ = )", "", example)
+
+
+def test_defaults() -> None:
+    config = default_config()
+    assert config.path is None
+    assert config.interval == timedelta(minutes=5)
+    assert config.state_dir == "/var/lib/kube-loopback-guard"
+    assert config.thresholds.warning == timedelta(days=60)
+    assert config.thresholds.critical == timedelta(days=14)
+    assert config.targets == (
+        TargetConfig(
+            name="kube-apiserver",
+            process_name="kube-apiserver",
+            host="",
+            port=0,
+            server_name="apiserver-loopback-client",
+            timeout=timedelta(seconds=5),
+            lifetime=None,
+        ),
+    )
+
+
+def test_shipped_example_is_generated_from_schema() -> None:
+    assert EXAMPLE.read_text() == render_example(), (
+        "examples/config.toml is stale: regenerate with "
+        "`kube-loopback-guard config --example > examples/config.toml`"
+    )
+
+
+def test_example_uncommented_parses_to_the_defaults() -> None:
+    text = uncomment(render_example())
+    # Every option of every table is really uncommented, so this is not vacuous.
+    for table in SCHEMA:
+        for option in table.options:
+            assert re.search(rf"(?m)^{option.key} = ", text), option.key
+    config = parse_config(text, "example.toml")
+    defaults = default_config()
+    assert config.path == "example.toml"
+    assert (config.interval, config.state_dir, config.thresholds, config.targets) == (
+        defaults.interval,
+        defaults.state_dir,
+        defaults.thresholds,
+        defaults.targets,
+    )
+    assert config.metrics == defaults.metrics
+    # Tables that are off by default show examples, not defaults: everything
+    # else in [restart] is the default, the examples parse to what they say.
+    assert replace(config.restart, windows=(), lease=None) == defaults.restart
+    (window,) = config.restart.windows
+    assert str(window) == "Sat, Sun 02:00–04:00 Europe/Berlin"
+    assert config.restart.lease == LeaseConfig(
+        kubeconfig="/etc/kubernetes/admin.conf",
+        namespace="kube-system",
+        name="kube-loopback-guard",
+        duration=timedelta(minutes=15),
+        identity="",
+    )
+
+
+def test_example_as_shipped_parses_to_the_defaults() -> None:
+    config = parse_config(render_example(), "example.toml")
+    assert config.targets == default_config().targets
+
+
+def test_full_config() -> None:
+    config = parse_config(
+        """
+        interval = "30s"
+        state_dir = "/tmp/klg"
+        [thresholds]
+        warning = "90d"
+        critical = "30d"
+        [[targets]]
+        name = "kube-apiserver"
+        lifetime = "1096d"
+        [[targets]]
+        name = "openshift-apiserver"
+        process_name = ""
+        host = "::1"
+        port = 8443
+        timeout = "2s"
+        """,
+        "/etc/klg.toml",
+    )
+    assert config.interval == timedelta(seconds=30)
+    assert config.thresholds.warning == timedelta(days=90)
+    assert [t.name for t in config.targets] == ["kube-apiserver", "openshift-apiserver"]
+    assert config.targets[0].lifetime == timedelta(days=1096)
+    second = config.targets[1]
+    assert (second.process_name, second.host, second.port) == ("", "::1", 8443)
+    assert second.timeout == timedelta(seconds=2)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('interval = "5x"', "/etc/klg.toml: interval: must be a duration: a whole number"),
+        ('interval = "0s"', '/etc/klg.toml: interval: must be longer than 0s (got "0s")'),
+        ("interval = 300", "/etc/klg.toml: interval: must be a duration: a whole number"),
+        ('state_dir = "var/lib"', 'state_dir: must be an absolute path (got "var/lib")'),
+        ('intervall = "5m"', "intervall: unknown key (did you mean 'interval'?)"),
+        ('[thresholds]\nwarn = "1d"', "thresholds.warn: unknown key (did you mean 'warning'?)"),
+        (
+            '[thresholds]\nwarning = "10d"',
+            'thresholds.critical: must be shorter than thresholds.warning (10d) (got "14d")',
+        ),
+        ('[thresholds]\ncritical = "60d"', "thresholds.critical: must be shorter than"),
+        ("thresholds = 3", "thresholds: must be a table"),
+        ("metrics = 3", "metrics: must be a table"),
+        ('[metrics]\ntextfile = "/tmp/x.txt"', 'metrics.textfile: must end in ".prom"'),
+        ('[metrics]\ntextfile = "x.prom"', "metrics.textfile: must be an absolute path"),
+        ("targets = []", "targets: must list at least one target"),
+        ('targets = "x"', "targets: must be written as [[targets]] tables"),
+        ("[[targets]]\nport = 70000", "targets[0].port: must be between 0 and 65535 (got 70000)"),
+        ("[[targets]]\nport = true", "targets[0].port: must be an integer (got True)"),
+        ('[[targets]]\nport = "6443"', 'targets[0].port: must be an integer (got "6443")'),
+        ('[[targets]]\nhost = "a b"', "targets[0].host: must be an IP address or a host name"),
+        ('[[targets]]\nname = "a b"', "targets[0].name: must be 1-63 letters"),
+        ('[[targets]]\nname = ""', "targets[0].name: must be 1-63 letters"),
+        ('[[targets]]\nlifetime = "1y"', 'targets[0].lifetime: must be "auto" or a duration'),
+        (
+            '[[targets]]\ntimeout = "10m"',
+            'targets[0].timeout: must be between 1s and 5m (got "10m")',
+        ),
+        ("[restart]\nenabled = 1", "restart.enabled: must be true or false (got 1)"),
+        ('[restart]\nmethod = "kill"', 'restart.method: must be one of "systemd", "static-pod"'),
+        ('[restart]\nmethod = "command"', 'restart.command: is required when method = "command"'),
+        (
+            '[restart]\ncommand = ["restart-it"]',
+            "restart.command: must start with an absolute path",
+        ),
+        ('[restart]\npre_hook = "/bin/true"', "restart.pre_hook: must be a list of strings"),
+        ('[restart]\nmin_interval = "5m"', "restart.min_interval: must be between 1h and 365d"),
+        ('[restart]\nready_timeout = "1s"', "restart.ready_timeout: must be between 10s and 1h"),
+        ('[restart]\nwhen_expired = "never"', 'restart.when_expired: must be one of "immediately"'),
+        (
+            '[restart]\npeers = ["http://10.0.0.2:6443"]',
+            "restart.peers: 'http://10.0.0.2:6443' is not",
+        ),
+        ('[restart]\ntargets = ["nope"]', "restart.targets: names no configured target 'nope'"),
+        (
+            '[restart]\nenabled = true\nwhen_expired = "window"',
+            'restart.windows: is empty: with when_expired = "window" nothing would ever',
+        ),
+        ("[restart]\nwindow = 1", "restart.window: unknown key (did you mean 'windows'?)"),
+        (
+            '[[restart.windows]]\nstart = "02:00"\nend = "03:00"',
+            "restart.windows[0].days: is required",
+        ),
+        (
+            '[[restart.windows]]\ndays = ["sat"]\nstart = "2am"\nend = "03:00"',
+            "restart.windows[0].start: ",
+        ),
+        (
+            '[[restart.windows]]\ndays = ["caturday"]\nstart = "02:00"\nend = "03:00"',
+            "restart.windows[0].days: ",
+        ),
+        (
+            '[[restart.windows]]\ndays = ["sat"]\nstart = "02:00"\nend = "03:00"\n'
+            'timezone = "Mars/Olympus"',
+            "restart.windows[0].timezone: ",
+        ),
+        (
+            '[restart.lease]\nkubeconfig = "admin.conf"',
+            "restart.lease.kubeconfig: must be an absolute",
+        ),
+        ('[restart.lease]\nduration = "0s"', "restart.lease.duration: must be longer than 0s"),
+        ("[restart.lease]\nholder = 1", "restart.lease.holder: unknown key"),
+        ("[[targets]]\nserver_name = 1", "targets[0].server_name: must be a string (got 1)"),
+        ("[[targets]]\nsecure_port = 1", "targets[0].secure_port: unknown key"),
+        (
+            '[[targets]]\nname = "a"\n[[targets]]\nname = "a"',
+            'targets[1].name: duplicates targets[0].name; names must be unique (got "a")',
+        ),
+        ("interval = ", "/etc/klg.toml: not valid TOML: "),
+    ],
+)
+def test_each_problem_names_file_key_and_value(text: str, expected: str) -> None:
+    found = problems(text)
+    assert any(expected in p for p in found), found
+    assert all(p.startswith("/etc/klg.toml") for p in found)
+
+
+def test_every_problem_is_reported_together() -> None:
+    found = problems(
+        'interval = "x"\nbogus = 1\n[thresholds]\nwarning = "1d"\n'
+        '[[targets]]\nport = -1\n[[targets]]\nhost = "!"\n'
+    )
+    keys = [p.split(": ")[1] for p in found]
+    assert keys == [
+        "interval",
+        "bogus",
+        "thresholds.critical",
+        "targets[0].port",
+        "targets[1].host",
+        "targets[1].name",
+    ]
+
+
+def test_missing_default_file_means_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr("agent.config.loader.DEFAULT_CONFIG_PATH", str(tmp_path / "absent.toml"))
+    assert load_config(None) == default_config()
+
+
+def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError, match=f"{path}: no such file"):
+        load_config(str(path))
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=f"{tmp_path}: cannot read"):
+        load_config(str(tmp_path))  # a directory
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_permission_denied(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("")
+    path.chmod(0)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(str(path))
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes(b'interval = "\xff"\n')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(str(path))
+
+
+def test_file_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[thresholds]\nwarning = "30d"\ncritical = "7d"\n')
+    config = load_config(str(path))
+    assert config.path == str(path)
+    assert config.thresholds.critical == timedelta(days=7)
