@@ -54,6 +54,7 @@ from agent.state.records import (
     target_state_from,
 )
 from agent.state.store import load_state, update_state
+from agent.timefmt import format_rfc3339
 
 _CHECK_DONE = 0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -239,7 +240,7 @@ class Daemon:
             f"{name}: {decision.message}",
             TARGET=name,
             RESTART_REASON=decision.reason.value,
-            RESTART_AT=opening.start.strftime("%Y-%m-%dT%H:%M:%SZ") if opening else None,
+            RESTART_AT=format_rfc3339(opening.start) if opening else None,
         )
 
     def _worker(self, result: List[str]) -> None:

@@ -9,7 +9,7 @@ that every reporter renders. Every datetime here is timezone-aware UTC.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import List, Literal, Optional, Tuple
 
@@ -28,6 +28,11 @@ BACKDATE = timedelta(hours=1)
 CROSS_CHECK_TOLERANCE = timedelta(minutes=10)
 # The shortest lifetime upstream ever used; the safe guess when nothing is known.
 DEFAULT_LIFETIME = timedelta(days=365)
+# The longest certificate lifetime the agent believes (vendors patch upstream's
+# 1096 days up to 30 years); also the config's maximum `lifetime`.
+MAX_LIFETIME = timedelta(days=100 * 365)
+# X.509 UTCTime starts in 1950; a loopback certificate dated earlier is not one.
+EARLIEST_CERT_TIME = datetime(1950, 1, 1, tzinfo=timezone.utc)
 # kube-apiserver's --secure-port default.
 DEFAULT_SECURE_PORT = 6443
 

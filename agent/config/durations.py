@@ -8,8 +8,10 @@ errors easy to explain.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable, TypeVar
+
+from agent.timefmt import parse_rfc3339
 
 T = TypeVar("T")
 
@@ -56,18 +58,9 @@ def parse_signed_duration(text: str) -> timedelta:
 def parse_utc_time(text: str) -> datetime:
     """Given RFC 3339 text with an offset ("…Z", "…+01:00"), return it as aware UTC.
 
-    Raise ValueError if it is not such a time.
+    Raise ValueError if it is not such a time (or lies outside years 1–9999 in UTC).
     """
-    try:
-        # fromisoformat reads no "Z" before Python 3.11.
-        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is not a time: write RFC 3339, e.g. 2026-12-06T02:30:00+01:00"
-        ) from None
-    if moment.tzinfo is None:
-        raise ValueError(f"{text!r} needs a UTC offset, e.g. +01:00 or Z")
-    return moment.astimezone(timezone.utc)
+    return parse_rfc3339(text)
 
 
 def argument(parse: Callable[[str], T]) -> Callable[[str], T]:

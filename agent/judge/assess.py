@@ -20,6 +20,7 @@ from agent.model import (
     State,
     TargetFacts,
 )
+from agent.timefmt import format_rfc3339, format_utc_minutes
 
 
 def state_for(seconds_left: float, thresholds: Thresholds) -> State:
@@ -38,7 +39,7 @@ def _at_least(state: State, floor: State) -> State:
 
 
 def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+    return format_utc_minutes(moment)
 
 
 def _expiry_phrase(not_after: datetime, seconds_left: float) -> str:
@@ -107,8 +108,8 @@ def _from_certificate(
         expected = facts.process.started_at - BACKDATE
         if abs(cert.not_before - expected) > CROSS_CHECK_TOLERANCE:
             notes.append(
-                f"certificate not_before {cert.not_before:%Y-%m-%dT%H:%M:%SZ} is not the "
-                f"process start minus 1h ({expected:%Y-%m-%dT%H:%M:%SZ}): the probe may reach "
+                f"certificate not_before {format_rfc3339(cert.not_before)} is not the "
+                f"process start minus 1h ({format_rfc3339(expected)}): the probe may reach "
                 "another apiserver than PID "
                 f"{facts.process.pid}; the probed certificate wins"
             )

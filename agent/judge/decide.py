@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 from agent.config.types import RestartConfig
 from agent.judge.window import MaintenanceWindow, describe_start, next_opening_of
 from agent.model import Assessment, State
+from agent.timefmt import format_utc_minutes
 
 
 class Reason(str, Enum):
@@ -132,7 +133,7 @@ def decide(
         return decision(
             False,
             Reason.NOT_DUE,
-            f"restart not due before {due_at:%Y-%m-%d %H:%M} UTC",
+            f"restart not due before {format_utc_minutes(due_at)}",
             due_at,
             opening,
         )
@@ -141,8 +142,8 @@ def decide(
         return decision(
             False,
             Reason.TOO_SOON,
-            f"restart held: last restart {last_restart:%Y-%m-%d %H:%M} UTC, "
-            f"min_interval until {allowed:%Y-%m-%d %H:%M} UTC",
+            f"restart held: last restart {format_utc_minutes(last_restart)}, "
+            f"min_interval until {format_utc_minutes(allowed)}",
             due_at,
             opening,
         )

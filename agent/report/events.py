@@ -14,6 +14,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 from agent.model import State, TargetReport
 from agent.report.journal import Journal
+from agent.timefmt import format_rfc3339
 
 
 class EventKind(str, Enum):
@@ -95,7 +96,7 @@ def priority_for(state: State) -> int:
 
 
 def _stamp(moment: Optional[datetime]) -> Optional[str]:
-    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if moment is None else format_rfc3339(moment)
 
 
 def target_fields(report: TargetReport) -> Dict[str, object]:

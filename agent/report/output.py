@@ -12,6 +12,7 @@ from typing import Any, Dict, Mapping, Optional
 
 from agent.config.durations import format_days
 from agent.model import DEFAULT_SECURE_PORT, CheckReport, State, TargetReport
+from agent.timefmt import format_rfc3339, format_utc_date, format_utc_minutes, format_utc_seconds
 
 # Monitoring-plugin exit codes.
 EXIT_OK = 0
@@ -32,7 +33,7 @@ def rfc3339(moment: Optional[datetime]) -> Optional[str]:
     """Given an aware datetime, return RFC 3339 UTC with a Z, whole seconds."""
     if moment is None:
         return None
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_rfc3339(moment)
 
 
 def _days(seconds: float) -> str:
@@ -61,7 +62,12 @@ def status_line(report: CheckReport) -> str:
 
 
 def _local(moment: datetime) -> str:
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    try:
+        local = moment.astimezone()
+    except (OverflowError, ValueError):
+        # Year 1 or 9999 has no local time on the far side of UTC.
+        return format_utc_seconds(moment)
+    return f"{local.year:04d}-{local:%m-%d %H:%M:%S %Z}"
 
 
 def detail_line(item: TargetReport) -> str:
@@ -73,7 +79,7 @@ def detail_line(item: TargetReport) -> str:
         if a.source == "process-start":
             verb = "estimated expiry"
         parts.append(
-            f"{verb} {a.not_after:%Y-%m-%d %H:%M:%S} UTC ({_local(a.not_after)}), "
+            f"{verb} {format_utc_seconds(a.not_after)} ({_local(a.not_after)}), "
             f"{format_days(a.seconds_left)} days left"
         )
     parts.append(f"source {a.source}")
@@ -82,7 +88,7 @@ def detail_line(item: TargetReport) -> str:
         parts.append(f"probed {probe.host}:{probe.port} (SNI {probe.server_name})")
     process = item.facts.process
     if process is not None:
-        parts.append(f"PID {process.pid} started {process.started_at:%Y-%m-%d %H:%M:%S} UTC")
+        parts.append(f"PID {process.pid} started {format_utc_seconds(process.started_at)}")
     elif item.facts.discovery_error:
         parts.append(item.facts.discovery_error)
     if probe is not None:
@@ -159,12 +165,12 @@ def target_status(item: TargetReport) -> str:
     days = int(a.seconds_left // 86400) if a.seconds_left > 0 else 0
     if a.source == "process-start":
         return (
-            f"{head}, loopback cert expires ~{a.not_after:%Y-%m-%d} ({days} days, estimated "
-            f"from process start: {a.error})"
+            f"{head}, loopback cert expires ~{format_utc_date(a.not_after)} "
+            f"({days} days, estimated from process start: {a.error})"
         )
     if a.seconds_left <= 0:
-        return f"{head}, loopback cert expired {a.not_after:%Y-%m-%d %H:%M} UTC"
-    return f"{head}, loopback cert expires {a.not_after:%Y-%m-%d} ({days} days)"
+        return f"{head}, loopback cert expired {format_utc_minutes(a.not_after)}"
+    return f"{head}, loopback cert expires {format_utc_date(a.not_after)} ({days} days)"
 
 
 def systemd_status(report: CheckReport, restart: Optional[Mapping[str, str]] = None) -> str:

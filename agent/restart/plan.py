@@ -18,6 +18,7 @@ from agent.config.types import Config, RestartConfig
 from agent.judge.decide import GuardResults, Reason, RestartDecision, apply_guards, decide
 from agent.model import CheckReport, TargetReport
 from agent.state.records import AgentState, last_restart
+from agent.timefmt import format_rfc3339, format_utc_minutes
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def make_plans(
 
 
 def _utc(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+    return format_utc_minutes(moment)
 
 
 def _policy_lines(policy: RestartConfig) -> List[str]:
@@ -113,7 +114,7 @@ def render_plans(plans: Sequence[TargetPlan], policy: RestartConfig) -> str:
 
 
 def _stamp(moment: Optional[datetime]) -> Optional[str]:
-    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if moment is None else format_rfc3339(moment)
 
 
 def plans_json(plans: Sequence[TargetPlan]) -> List[Dict[str, Any]]:

@@ -36,6 +36,7 @@ from agent.restart.runner import run_hook
 from agent.restart.verify import ReadyzResult, Verification, readyz, readyz_url, verify_restart
 from agent.state.records import RestartRecord, add_restart, finish_restart
 from agent.state.store import RestartLock, update_state
+from agent.timefmt import format_rfc3339
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class RestartOutcome:
 
 
 def _stamp(moment: Optional[datetime]) -> str:
-    return "" if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "" if moment is None else format_rfc3339(moment)
 
 
 class Restarter:

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Mapping, Optional, Tuple
+from typing import Mapping, Optional, Sequence, Set, Tuple
 
-from agent.model import BACKDATE, CROSS_CHECK_TOLERANCE, ApiserverProcess, TargetReport
+from agent.model import (
+    BACKDATE,
+    CROSS_CHECK_TOLERANCE,
+    MAX_LIFETIME,
+    ApiserverProcess,
+    TargetReport,
+)
 
-# Enough history to see a restart loop; the file stays a few tens of KiB.
+# Enough history to see a restart loop; the file stays a few tens of KiB. The
+# records min_interval needs are kept beyond it (see trim_restarts).
 MAX_RESTARTS = 50
 
 
@@ -124,7 +131,11 @@ def target_state_from(
         expected = facts.process.started_at - BACKDATE
         # A certificate that is not this process's (the probe reached another
         # apiserver) says nothing about this process's lifetime.
-        if abs(cert.not_before - expected) <= CROSS_CHECK_TOLERANCE:
+        # A lifetime outside (0, MAX_LIFETIME] is no apiserver's: it would only
+        # mislead the estimate, and the state file refuses it.
+        if abs(cert.not_before - expected) <= CROSS_CHECK_TOLERANCE and plausible_lifetime(
+            cert.lifetime
+        ):
             lifetime, learned_from = cert.lifetime, process
     return TargetState(
         checked_at=checked_at,
@@ -150,10 +161,39 @@ def target_state_from(
     )
 
 
+def plausible_lifetime(lifetime: timedelta) -> bool:
+    """Given a certificate lifetime, return whether it may be learned and stored."""
+    return timedelta(0) < lifetime <= MAX_LIFETIME
+
+
+def trim_restarts(records: Sequence[RestartRecord]) -> Tuple[RestartRecord, ...]:
+    """Given restart records (oldest first), return the last MAX_RESTARTS plus,
+    for every target, its latest counted restart and its latest open intent,
+    in their original order.
+
+    Blocked and aborted attempts of one target must never push out what
+    min_interval needs to know about another.
+    """
+    if len(records) <= MAX_RESTARTS:
+        return tuple(records)
+    keep = set(range(len(records) - MAX_RESTARTS, len(records)))
+    seen_counted: Set[str] = set()
+    seen_intent: Set[str] = set()
+    for index in range(len(records) - 1, -1, -1):
+        record = records[index]
+        if counts_for_min_interval(record) and record.target not in seen_counted:
+            seen_counted.add(record.target)
+            keep.add(index)
+        if record.phase == "intent" and record.target not in seen_intent:
+            seen_intent.add(record.target)
+            keep.add(index)
+    return tuple(records[i] for i in sorted(keep))
+
+
 def add_restart(state: AgentState, record: RestartRecord) -> AgentState:
     """Given the state and a restart record, return the state with it appended,
-    keeping the last MAX_RESTARTS records."""
-    return replace(state, restarts=(*state.restarts, record)[-MAX_RESTARTS:])
+    trimmed by trim_restarts."""
+    return replace(state, restarts=trim_restarts((*state.restarts, record)))
 
 
 def counts_for_min_interval(record: RestartRecord) -> bool:
@@ -173,4 +213,4 @@ def finish_restart(state: AgentState, intent: RestartRecord, done: RestartRecord
     """Given the state, the intent record and the finished record, return the
     state with the intent replaced by the finished one (appended if gone)."""
     kept = tuple(r for r in state.restarts if r != intent)
-    return replace(state, restarts=(*kept, done)[-MAX_RESTARTS:])
+    return replace(state, restarts=trim_restarts((*kept, done)))
