@@ -1,0 +1,56 @@
+"""Restart history rules (agent.state.records): what min_interval needs is
+never trimmed away by another target's records (issue 9.2)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from agent.state.codec import decode_state, encode_state
+from agent.state.records import (
+    MAX_RESTARTS,
+    AgentState,
+    RestartRecord,
+    add_restart,
+    finish_restart,
+    last_restart,
+)
+
+T0 = datetime(2026, 11, 29, 2, 0, tzinfo=timezone.utc)
+
+
+def record(
+    target: str, minute: int, phase: str = "done", outcome: str = "blocked"
+) -> RestartRecord:
+    return RestartRecord(
+        target, T0 + timedelta(minutes=minute), phase, outcome, None, None, "detail"
+    )
+
+
+def test_blocked_records_of_one_target_keep_anothers_counted_restart() -> None:
+    counted = record("a", 0, outcome="failed")
+    state = add_restart(AgentState.empty(), counted)
+    for minute in range(1, 3 * MAX_RESTARTS):
+        state = add_restart(state, record("b", minute))
+    assert last_restart(state, "a") == counted.at
+    assert counted in decode_state(encode_state(state)).restarts
+    assert len(state.restarts) == MAX_RESTARTS + 1
+
+
+def test_an_open_intent_survives_trimming_and_finishing_others() -> None:
+    intent = record("a", 0, phase="intent", outcome=None)
+    state = add_restart(AgentState.empty(), intent)
+    for minute in range(1, 2 * MAX_RESTARTS):
+        state = add_restart(state, record("b", minute))
+    other = record("b", 500, phase="intent", outcome=None)
+    state = finish_restart(add_restart(state, other), other, record("b", 501, outcome="succeeded"))
+    assert intent in state.restarts
+    assert last_restart(state, "a") == intent.at
+    assert last_restart(state, "b") == T0 + timedelta(minutes=501)
+
+
+def test_history_stays_bounded() -> None:
+    state = AgentState.empty()
+    for minute in range(10 * MAX_RESTARTS):
+        state = add_restart(state, record(f"t{minute % 3}", minute, outcome="succeeded"))
+    assert len(state.restarts) == MAX_RESTARTS
+    assert state.restarts[-1].at == T0 + timedelta(minutes=10 * MAX_RESTARTS - 1)
