@@ -91,7 +91,9 @@ def parse_rfc3339(text: str, *, where: str = "") -> datetime:
         )
     year, month, day, hour, minute, second, digits, zulu, sign, off_h, off_m = match.groups()
     if zulu is None and sign is None:
-        raise ValueError(f"{prefix}{shown} is not an RFC 3339 time: it needs a UTC offset, e.g. +01:00 or Z")
+        raise ValueError(
+            f"{prefix}{shown} is not an RFC 3339 time: it needs a UTC offset, e.g. +01:00 or Z"
+        )
     micro = int((digits or "0")[:6].ljust(6, "0"))
     try:
         offset = timedelta(0)
