@@ -20,6 +20,7 @@ from agent.model import (
     State,
     TargetFacts,
 )
+from agent.text import one_line
 from agent.timefmt import format_rfc3339, format_utc_minutes
 
 
@@ -53,7 +54,9 @@ def _probe_failure(facts: TargetFacts) -> Optional[str]:
         return None
     if facts.probe.error is None:
         return None
-    return f"probe of {facts.probe.host}:{facts.probe.port} failed: {facts.probe.error}"
+    return one_line(
+        f"probe of {facts.probe.host}:{facts.probe.port} failed: {facts.probe.error}", limit=None
+    )
 
 
 def assess(
@@ -69,7 +72,7 @@ def assess(
         return _from_certificate(facts, probe.cert, probe.livez, thresholds, now)
     if facts.process is not None:
         return _from_process_start(facts, facts.process, thresholds, assumed_lifetime, now)
-    reasons = [r for r in (facts.discovery_error, _probe_failure(facts)) if r]
+    reasons = [one_line(r, limit=None) for r in (facts.discovery_error, _probe_failure(facts)) if r]
     error = "; ".join(reasons) or "nothing to check: no process to find and no probe made"
     return Assessment(
         target=facts.target,

@@ -15,7 +15,6 @@ import io
 import json
 import os
 import queue
-import re
 import socket
 import ssl
 import tempfile
@@ -26,6 +25,7 @@ from urllib.parse import urlsplit
 
 import agent
 from agent.kube.kubeconfig import ApiCredentials
+from agent.text import one_line
 
 __all__ = ["KubeApiClient", "KubeApiError", "printable"]
 
@@ -288,6 +288,6 @@ def _verify_hint(exc: ssl.SSLCertVerificationError, credentials: ApiCredentials)
 
 
 def printable(text: str) -> str:
-    """Given text from the server, return it safe to put in a message: printable
-    ASCII only, at most 300 characters."""
-    return re.sub(r"[^\x20-\x7e]", "?", text)[:300]
+    """Given text from the server, return it safe to put in a message: one
+    line, control characters escaped, at most 300 characters."""
+    return one_line(text)

@@ -63,6 +63,7 @@ from urllib.parse import quote
 
 from agent.kube.api import KubeApiClient, KubeApiError, printable
 from agent.kube.kubeconfig import ApiCredentials
+from agent.text import one_line
 from agent.timefmt import format_rfc3339, parse_rfc3339
 
 __all__ = [
@@ -386,7 +387,8 @@ def _record(document: Dict[str, Any], server: str) -> LeaseRecord:
             name=_field(metadata, "name", str),
             resource_version=_field(metadata, "resourceVersion", str),
             spec=LeaseSpec(
-                holder_identity=_optional(spec, "holderIdentity", str) or None,
+                # Anyone who may update the Lease chooses it; it is shown.
+                holder_identity=one_line(_optional(spec, "holderIdentity", str) or "") or None,
                 lease_duration_seconds=_optional(spec, "leaseDurationSeconds", int),
                 acquire_time=_optional_time(spec, "acquireTime"),
                 renew_time=_optional_time(spec, "renewTime"),

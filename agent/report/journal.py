@@ -27,6 +27,8 @@ import threading
 from types import MappingProxyType
 from typing import List, Mapping, Optional, TextIO, Tuple
 
+from agent.text import one_line
+
 __all__ = [
     "JOURNAL_SOCKET",
     "MAX_VALUE_BYTES",
@@ -224,7 +226,8 @@ def _record(message: str, priority: int, fields: Mapping[str, object]) -> List[_
     if not isinstance(priority, int) or not 0 <= priority <= 7:
         raise ValueError(f"journal priority must be 0..7, not {priority!r}")
     record = [
-        ("MESSAGE", _utf8(str(message))),
+        # One line: a MESSAGE carries text from peers (certificate subjects, errors).
+        ("MESSAGE", _utf8(one_line(message, limit=None))),
         ("PRIORITY", str(priority).encode()),
         ("SYSLOG_IDENTIFIER", SYSLOG_IDENTIFIER.encode()),
     ]

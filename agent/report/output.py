@@ -12,6 +12,7 @@ from typing import Any, Dict, Mapping, Optional
 
 from agent.config.durations import format_days
 from agent.model import DEFAULT_SECURE_PORT, CheckReport, State, TargetReport
+from agent.text import one_line
 from agent.timefmt import format_rfc3339, format_utc_date, format_utc_minutes, format_utc_seconds
 
 # Monitoring-plugin exit codes.
@@ -55,7 +56,7 @@ def perfdata(report: CheckReport) -> str:
 def status_line(report: CheckReport) -> str:
     """Return `KUBE-LOOPBACK-GUARD <STATE> - <summary> | <perfdata>`."""
     ranked = sorted(report.targets, key=lambda t: -t.assessment.state.severity)
-    summary = "; ".join(f"{t.target.name}: {t.assessment.summary}" for t in ranked)
+    summary = "; ".join(f"{t.target.name}: {one_line(t.assessment.summary, None)}" for t in ranked)
     if not summary:
         summary = "no targets"
     return f"KUBE-LOOPBACK-GUARD {report.state.name} - {summary} | {perfdata(report)}"
@@ -85,18 +86,18 @@ def detail_line(item: TargetReport) -> str:
     parts.append(f"source {a.source}")
     probe = item.facts.probe
     if probe is not None:
-        parts.append(f"probed {probe.host}:{probe.port} (SNI {probe.server_name})")
+        parts.append(f"probed {one_line(probe.host)}:{probe.port} (SNI {probe.server_name})")
     process = item.facts.process
     if process is not None:
         parts.append(f"PID {process.pid} started {format_utc_seconds(process.started_at)}")
     elif item.facts.discovery_error:
-        parts.append(item.facts.discovery_error)
+        parts.append(one_line(item.facts.discovery_error, None))
     if probe is not None:
         parts.append(f"upstream livez check {probe.livez}")
     if a.error and a.source != "none":
-        parts.append(f"error: {a.error}")
+        parts.append(f"error: {one_line(a.error, None)}")
     lines = [", ".join(parts)]
-    lines.extend(f"  note: {note}" for note in a.notes)
+    lines.extend(f"  note: {one_line(note, None)}" for note in a.notes)
     return "\n".join(lines)
 
 
