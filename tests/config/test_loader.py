@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -241,13 +243,54 @@ def test_unreadable_file(tmp_path: Path) -> None:
         load_config(str(tmp_path))  # a directory
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_permission_denied(tmp_path: Path) -> None:
-    path = tmp_path / "c.toml"
-    path.write_text("")
-    path.chmod(0)
-    with pytest.raises(ConfigError, match="cannot read"):
-        load_config(str(path))
+NOBODY = 65534
+
+
+def _load_as_nobody(path: Path) -> str:
+    """Load the config in a child that has dropped root for uid/gid 65534 (as
+    root, which CI is, the file mode alone would stop nothing); return
+    "ok" or the ConfigError's problems, as the child saw them."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.close(read_end)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setresgid(NOBODY, NOBODY, NOBODY)
+                os.setresuid(NOBODY, NOBODY, NOBODY)
+            try:
+                load_config(str(path))
+                outcome = "ok"
+            except ConfigError as error:
+                outcome = "; ".join(error.problems)
+            os.write(write_end, outcome.encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        outcome = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return outcome
+
+
+def test_permission_denied() -> None:
+    # /tmp itself, not pytest's tmp_path: its parents are 0700 and would stop
+    # the unprivileged child before the file mode is ever asked.
+    directory = Path(tempfile.mkdtemp(prefix="klg-permission-"))
+    try:
+        directory.chmod(0o755)
+        path = directory / "c.toml"
+        path.write_text('interval = "5m"\n')
+        path.chmod(0o644)
+        assert _load_as_nobody(path) == "ok"  # the same file, readable: it is the mode
+        path.chmod(0)
+        assert _load_as_nobody(path) == f"{path}: cannot read: Permission denied"
+    finally:
+        shutil.rmtree(directory)
 
 
 def test_not_utf8(tmp_path: Path) -> None:

@@ -431,22 +431,39 @@ def test_a_full_journald_queue_never_blocks_and_loses_nothing(
     assert journald.drain() + len(on_stderr) == sent
 
 
-def test_a_failing_stderr_is_ignored(journald: FakeJournald) -> None:
-    closed = io.StringIO()
-    closed.close()
-    journald.close()
-    with Journal(closed, journald.path) as sink:
-        sink.send("nowhere to go", 2, {})
-    Journal(closed).send("nowhere to go", 2, {})
+class _FailingStderr(io.StringIO):
+    """A stderr that keeps every line offered to it, then fails like a closed
+    file (ValueError) or a reader gone away (BrokenPipeError)."""
 
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.offered: List[str] = []
+        self.error = error
 
-class _BrokenPipe(io.StringIO):
     def write(self, text: str) -> int:
-        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+        self.offered.append(text)
+        raise self.error
 
 
-def test_a_broken_stderr_pipe_is_ignored() -> None:
-    Journal(_BrokenPipe()).send("nowhere to go", 2, {"TARGET": "x"})
+@pytest.mark.parametrize(
+    "error", [ValueError("I/O operation on closed file"), BrokenPipeError(errno.EPIPE, "pipe")]
+)
+def test_a_failing_stderr_is_offered_each_record_once_and_never_raises(
+    journald: FakeJournald, error: Exception
+) -> None:
+    stderr = _FailingStderr(error)
+    journald.close()  # journald gone: records fall back to the failing stderr
+    with Journal(stderr, journald.path) as sink:
+        sink.send("nowhere to go", 2, {"TARGET": "x"})
+        sink.send("still nowhere", 3, {})
+    complaint, first, second = stderr.offered
+    assert complaint.startswith("WARNING kube-loopback-guard: cannot send to the journal at ")
+    assert first == "CRIT nowhere to go TARGET=x\n"
+    assert second == "ERR still nowhere\n"
+    # Without journald at all, straight to the (failing) stderr, once.
+    plain = _FailingStderr(error)
+    Journal(plain).send("nowhere to go", 2, {"TARGET": "x"})
+    assert plain.offered == ["CRIT nowhere to go TARGET=x\n"]
 
 
 def _open_fds() -> int:
