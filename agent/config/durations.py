@@ -16,7 +16,7 @@ from agent.timefmt import parse_rfc3339
 T = TypeVar("T")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_PATTERN = re.compile(r"^([0-9]{1,9})([smhd])$")
+_PATTERN = re.compile(r"([0-9]{1,9})([smhd])")
 
 
 def parse_duration(text: str) -> timedelta:
@@ -24,7 +24,7 @@ def parse_duration(text: str) -> timedelta:
 
     Raise ValueError, saying what is accepted, for anything else.
     """
-    match = _PATTERN.match(text.strip()) if isinstance(text, str) else None
+    match = _PATTERN.fullmatch(text.strip()) if isinstance(text, str) else None
     if match is None:
         raise ValueError(
             f"{text!r} is not a duration: write a whole number and one unit, "

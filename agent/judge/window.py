@@ -32,7 +32,7 @@ _DAYS = {
     for number, abbreviation in enumerate(_DAY_ABBREVIATIONS)
     for name in (abbreviation.lower(), _DAY_NAMES[number])
 }
-_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+_CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 _UTC = timezone.utc
 _DAY = timedelta(days=1)
 _SECOND = timedelta(seconds=1)
@@ -116,7 +116,7 @@ def parse_days(values: object) -> frozenset[int]:
 def parse_clock(text: object, field: Literal["start", "end"]) -> time:
     """Given "HH:MM" (00:00 to 23:59, two-digit hour), return the time of day.
     Raise WindowError (with `field`) for anything else, "2:00" and "24:00" too."""
-    match = _CLOCK.match(text.strip()) if isinstance(text, str) else None
+    match = _CLOCK.fullmatch(text.strip()) if isinstance(text, str) else None
     if match is None:
         raise WindowError(
             field,

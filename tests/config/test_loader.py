@@ -123,7 +123,28 @@ def test_full_config() -> None:
     ("text", "expected"),
     [
         ('interval = "5x"', "/etc/klg.toml: interval: must be a duration: a whole number"),
-        ('interval = "0s"', '/etc/klg.toml: interval: must be longer than 0s (got "0s")'),
+        ('interval = "0s"', '/etc/klg.toml: interval: must be between 1s and 1d (got "0s")'),
+        # Unbounded, these passed `config` and crashed `run` (select) or `check`.
+        ('interval = "110000d"', 'interval: must be between 1s and 1d (got "110000d")'),
+        (
+            '[thresholds]\nwarning = "999999999d"',
+            "thresholds.warning: must be between 1s and 3650d",
+        ),
+        (
+            '[[targets]]\nlifetime = "999999999d"',
+            'lifetime: must be "auto" or a duration of at most 36500d',
+        ),
+        (
+            '[restart]\nbefore_expiry = "999999999d"',
+            "restart.before_expiry: must be between 1s and 3650d",
+        ),
+        ('[restart]\nrandom_delay = "2d"', "restart.random_delay: must be between 0s and 1d"),
+        (
+            '[restart]\nmin_interval = "999999999d"',
+            "restart.min_interval: must be between 1h and 365d",
+        ),
+        ('[[targets]]\ntimeout = "999999999d"', "timeout: must be between 1s and 5m"),
+        ('[[targets]]\nname = "kube\\n"', "targets[0].name: must be 1-63 letters"),
         ("interval = 300", "/etc/klg.toml: interval: must be a duration: a whole number"),
         ('state_dir = "var/lib"', 'state_dir: must be an absolute path (got "var/lib")'),
         ('intervall = "5m"', "intervall: unknown key (did you mean 'interval'?)"),
@@ -192,7 +213,8 @@ def test_full_config() -> None:
             '[restart.lease]\nkubeconfig = "admin.conf"',
             "restart.lease.kubeconfig: must be an absolute",
         ),
-        ('[restart.lease]\nduration = "0s"', "restart.lease.duration: must be longer than 0s"),
+        ('[restart.lease]\nduration = "0s"', "restart.lease.duration: must be between 1s and 1d"),
+        ('[restart.lease]\nduration = "999999999d"', "restart.lease.duration: must be between 1s"),
         ("[restart.lease]\nholder = 1", "restart.lease.holder: unknown key"),
         ("[[targets]]\nserver_name = 1", "targets[0].server_name: must be a string (got 1)"),
         ("[[targets]]\nsecure_port = 1", "targets[0].secure_port: unknown key"),
