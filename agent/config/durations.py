@@ -55,6 +55,25 @@ def parse_signed_duration(text: str) -> timedelta:
     return parse_duration(text)
 
 
+def within(
+    parse: Callable[[str], timedelta], low: timedelta, high: timedelta
+) -> Callable[[str], timedelta]:
+    """Given a duration parser and bounds, return a parser that also raises
+    ValueError, naming the bounds, for a duration outside them."""
+
+    def checked(text: str) -> timedelta:
+        value = parse(text)
+        if not low <= value <= high:
+            raise ValueError(
+                f"{text!r} is out of range: write a duration between "
+                f"{format_duration(low)} and {format_duration(high)}"
+            )
+        return value
+
+    checked.__name__ = parse.__name__
+    return checked
+
+
 def parse_utc_time(text: str) -> datetime:
     """Given RFC 3339 text with an offset ("…Z", "…+01:00"), return it as aware UTC.
 
