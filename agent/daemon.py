@@ -51,6 +51,7 @@ from agent.state.records import (
     last_restart,
     learned_lifetime,
     process_record,
+    settle_future,
     target_state_from,
 )
 from agent.state.store import load_state, update_state
@@ -157,11 +158,18 @@ class Daemon:
         try:
             # Read-modify-write under a lock: the restart history on disk may
             # have grown (the `restart` verb), and is kept as it is there.
-            self.state, message = update_state(
-                config.state_dir, lambda s: replace(s, targets=targets), report.checked_at
-            )
+            moved: List[str] = []
+
+            def change(state: AgentState) -> AgentState:
+                settled, notes = settle_future(replace(state, targets=targets), report.checked_at)
+                moved[:] = notes
+                return settled
+
+            self.state, message = update_state(config.state_dir, change, report.checked_at)
             if message:
                 self.journal.send(message, PRIORITY_ERR, {})
+            for note in moved:
+                self.journal.send(note, PRIORITY_WARNING, {})
             self.solved("state")
         except OSError as error:
             self.problem("state", f"cannot save state in {config.state_dir}: {error}")
@@ -192,13 +200,14 @@ class Daemon:
         policy = self.config.restart
         texts: Dict[str, str] = {}
         acted = False
+        now = self.clock()
         decisions = [
             decide(
                 item.assessment,
                 policy,
-                last_restart(self.state, item.target.name),
+                last_restart(self.state, item.target.name, now),
                 self.node,
-                self.clock(),
+                now,
             )
             for item in report.targets
         ]

@@ -6,23 +6,21 @@ read (issue 9.5)."""
 from __future__ import annotations
 
 import os
-import socket
 import ssl
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Optional
 
 import pytest
+from agent_run import run_agent
 from conftest import StandinFactory
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from faulty_peers import TlsPeer
-from report.test_journal import FakeJournald
 
 from agent.observe.certificate import read_loopback_cert
 from agent.observe.probe import probe
@@ -145,61 +143,18 @@ def test_a_subject_with_newlines_stays_on_its_line_in_the_plugin_output(
     assert "Traceback" not in result.stderr
 
 
-def _datagrams(sock: socket.socket, until: float) -> List[bytes]:
-    received = []
-    while time.monotonic() < until:
-        try:
-            received.append(sock.recv(65536))
-        except socket.timeout:
-            continue
-        if any(b"UNKNOWN" in d for d in received):
-            break
-    return received
-
-
 def test_a_subject_with_newlines_cannot_inject_sd_notify_or_journal_lines(
     tmp_path: Path,
 ) -> None:
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(tmp_path / "notify.sock"))
-    notify.settimeout(0.2)
-    journald = FakeJournald(tmp_path / "journal.sock")
-    config = _config(tmp_path)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
-        "KLG_JOURNAL_SOCKET": journald.path,
-    }
-    try:
-        with HostilePeer(_hostile_pem(tmp_path, INJECTION)) as peer:
-            config.write_text(config.read_text() + _target(0, peer.port))
-            agent = subprocess.Popen(
-                [sys.executable, "-m", "agent", "run", "--config", str(config)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            try:
-                datagrams = _datagrams(notify, time.monotonic() + 20)
-            finally:
-                agent.terminate()
-                _, stderr = agent.communicate(timeout=10)
-        records: List[Dict[str, str]] = []
-        while journald.pending():
-            records.append(journald.receive().fields)
-    finally:
-        notify.close()
-        journald.close()
-    assert b"Traceback" not in stderr
-    statuses = []
-    for datagram in datagrams:
-        lines = datagram.decode("latin-1").split("\n")
+    with HostilePeer(_hostile_pem(tmp_path, INJECTION)) as peer:
+        run = run_agent(_config(tmp_path, peer.port), tmp_path, lambda s: "UNKNOWN" in s)
+    assert "Traceback" not in run.stderr
+    for datagram in run.datagrams:
         # Every line of a datagram is an assignment the agent meant to send.
+        lines = datagram.split("\n")
         assert all(line.split("=", 1)[0] in ("READY", "STATUS", "STOPPING") for line in lines)
-        statuses += [line for line in lines if line.startswith("STATUS=")]
-    assert any("\\nWATCHDOG=trigger\\n" in s for s in statuses), statuses
-    messages = [r["MESSAGE"] for r in records]
+    assert any("\\nWATCHDOG=trigger\\n" in s for s in run.statuses), run.statuses
+    messages = [r["MESSAGE"] for r in run.records]
     assert any("\\nWATCHDOG=trigger\\n" in m for m in messages), messages
     assert not any("\n" in m or "\r" in m or "\u2028" in m for m in messages), messages
 

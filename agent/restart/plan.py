@@ -45,7 +45,7 @@ def make_plans(
     each target's decision (with the guards' answers when asked)."""
     plans = []
     for item in report.targets:
-        last = last_restart(state, item.target.name)
+        last = last_restart(state, item.target.name, now)
         decision = decide(item.assessment, config.restart, last, node, now)
         guards = None
         if decision.restart and ask_guards is not None:

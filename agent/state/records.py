@@ -202,11 +202,61 @@ def counts_for_min_interval(record: RestartRecord) -> bool:
     return record.phase == "intent" or record.outcome in ("succeeded", "failed")
 
 
-def last_restart(state: AgentState, target: str) -> Optional[datetime]:
-    """Given the state and a target, return when it was last restarted (or an
-    intent to restart it was written), for min_interval."""
+def last_restart(
+    state: AgentState, target: str, now: Optional[datetime] = None
+) -> Optional[datetime]:
+    """Given the state, a target and (optionally) now, return when it was last
+    restarted (or an intent to restart it was written), for min_interval.
+
+    With now, a time more than CLOCK_STEP_TOLERANCE ahead of it counts as now:
+    it was written before the clock stepped back, and must not hold restarts
+    for as long as the step.
+    """
     times = [r.at for r in state.restarts if r.target == target and counts_for_min_interval(r)]
-    return max(times) if times else None
+    if not times:
+        return None
+    latest = max(times)
+    if now is not None and latest - now > CLOCK_STEP_TOLERANCE:
+        return now
+    return latest
+
+
+# A time further ahead than this was written before the clock stepped back
+# (NTP's first sync on a board without RTC, a VM restored from a snapshot).
+CLOCK_STEP_TOLERANCE = timedelta(minutes=5)
+
+
+def settle_future(state: AgentState, now: datetime) -> Tuple[AgentState, Tuple[str, ...]]:
+    """Given the state and now, return it with every restart time and last
+    journal alert more than CLOCK_STEP_TOLERANCE ahead of now moved to now,
+    and one message per time moved (so each is said once: saved, it is no
+    longer ahead).
+    """
+    notes = []
+
+    def settled(moment: datetime, what: str) -> datetime:
+        if moment - now <= CLOCK_STEP_TOLERANCE:
+            return moment
+        ahead = int((moment - now).total_seconds())
+        notes.append(
+            f"{what} is dated {ahead} s ahead of the clock (did the clock step back?); "
+            "counting it as now"
+        )
+        return now
+
+    restarts = tuple(
+        replace(r, at=settled(r.at, f"{r.target}: restart record ({r.phase})"))
+        for r in state.restarts
+    )
+    targets = {
+        name: replace(t, last_alert_at=settled(t.last_alert_at, f"{name}: last journal alert"))
+        if t.last_alert_at is not None
+        else t
+        for name, t in state.targets.items()
+    }
+    if not notes:
+        return state, ()
+    return AgentState(targets=targets, restarts=restarts), tuple(notes)
 
 
 def finish_restart(state: AgentState, intent: RestartRecord, done: RestartRecord) -> AgentState:

@@ -3,16 +3,20 @@ never trimmed away by another target's records (issue 9.2)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 from agent.state.codec import decode_state, encode_state
 from agent.state.records import (
+    CLOCK_STEP_TOLERANCE,
     MAX_RESTARTS,
     AgentState,
     RestartRecord,
+    TargetState,
     add_restart,
     finish_restart,
     last_restart,
+    settle_future,
 )
 
 T0 = datetime(2026, 11, 29, 2, 0, tzinfo=timezone.utc)
@@ -54,3 +58,43 @@ def test_history_stays_bounded() -> None:
         state = add_restart(state, record(f"t{minute % 3}", minute, outcome="succeeded"))
     assert len(state.restarts) == MAX_RESTARTS
     assert state.restarts[-1].at == T0 + timedelta(minutes=10 * MAX_RESTARTS - 1)
+
+
+# --- a backward clock step (issue 9.6) -------------------------------------------
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+
+
+def test_a_restart_dated_after_now_counts_as_now() -> None:
+    ahead = RestartRecord("a", NOW + timedelta(days=365), "done", "succeeded", None, None, "")
+    state = AgentState(targets={}, restarts=(ahead,))
+    assert last_restart(state, "a", NOW) == NOW
+    # A few minutes ahead is clock noise between two nodes' writers, kept as is.
+    near = replace(ahead, at=NOW + CLOCK_STEP_TOLERANCE)
+    assert last_restart(AgentState(targets={}, restarts=(near,)), "a", NOW) == near.at
+
+
+def test_settle_future_moves_restarts_and_alerts_once() -> None:
+    ahead = RestartRecord("a", NOW + timedelta(days=365), "intent", None, None, None, "due")
+    target = TargetState(
+        checked_at=NOW,
+        state="warning",
+        source="probe",
+        summary="s",
+        seconds_left=1.0,
+        not_after=None,
+        cert=None,
+        process=None,
+        probe_error=None,
+        learned_lifetime=None,
+        learned_from=None,
+        last_alert_state="warning",
+        last_alert_at=NOW + timedelta(days=2),
+    )
+    state = AgentState(targets={"a": target}, restarts=(ahead, record("b", 0)))
+    settled, notes = settle_future(state, NOW)
+    assert settled.restarts == (replace(ahead, at=NOW), record("b", 0))
+    assert settled.targets["a"].last_alert_at == NOW
+    assert len(notes) == 2
+    assert notes[0].startswith("a: restart record (intent) is dated 31536000 s ahead of the clock")
+    assert settle_future(settled, NOW) == (settled, ())
