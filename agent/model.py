@@ -137,11 +137,24 @@ def worst(states: List[State]) -> State:
     return max(states, key=lambda s: s.severity, default=State.OK)
 
 
+class Source(str, Enum):
+    """What an assessment rests on: the served certificate, an estimate from
+    the process start time, or nothing."""
+
+    PROBE = "probe"
+    PROCESS_START = "process-start"
+    NONE = "none"
+
+    def __str__(self) -> str:
+        # The same text in f-strings on every Python (3.12 changed format()).
+        return self.value
+
+
 @dataclass(frozen=True)
 class Assessment:
     target: str
     state: State
-    source: str  # "probe" | "process-start" | "none"
+    source: Source
     not_before: Optional[datetime]
     not_after: Optional[datetime]
     seconds_left: Optional[float]

@@ -17,6 +17,7 @@ from agent.model import (
     ApiserverProcess,
     Assessment,
     LoopbackCert,
+    Source,
     State,
     TargetFacts,
 )
@@ -77,7 +78,7 @@ def assess(
     return Assessment(
         target=facts.target,
         state=State.UNKNOWN,
-        source="none",
+        source=Source.NONE,
         not_before=None,
         not_after=None,
         seconds_left=None,
@@ -119,7 +120,7 @@ def _from_certificate(
     return Assessment(
         target=facts.target,
         state=state,
-        source="probe",
+        source=Source.PROBE,
         not_before=cert.not_before,
         not_after=cert.not_after,
         seconds_left=seconds_left,
@@ -149,7 +150,7 @@ def _from_process_start(
     return Assessment(
         target=facts.target,
         state=state,
-        source="process-start",
+        source=Source.PROCESS_START,
         not_before=not_before,
         not_after=not_after,
         seconds_left=seconds_left,

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 from agent.config.types import RestartConfig
 from agent.judge.window import MaintenanceWindow, describe_start, next_opening_of
-from agent.model import Assessment, State
+from agent.model import Assessment, Source, State
 from agent.timefmt import format_utc_minutes
 
 
@@ -122,7 +122,7 @@ def decide(
 
     if not policy.enabled or not policy.applies_to(target):
         return decision(False, Reason.DISABLED, "restart disabled")
-    if assessment.source != "probe" or assessment.not_after is None:
+    if assessment.source is not Source.PROBE or assessment.not_after is None:
         # An estimate from the start time, or nothing: never restart blind.
         return decision(
             False, Reason.UNKNOWN_EXPIRY, "no restart: the served certificate could not be read"

@@ -108,7 +108,7 @@ def target_fields(report: TargetReport) -> Dict[str, object]:
     fields: Dict[str, object] = {
         "TARGET": report.target.name,
         "STATE": a.state.value,
-        "SOURCE": a.source,
+        "SOURCE": a.source.value,
         "CERT_NOT_AFTER": _stamp(a.not_after),
         "CERT_NOT_BEFORE": _stamp(a.not_before),
         "CERT_SECONDS_LEFT": None if a.seconds_left is None else int(a.seconds_left),

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Dict, Mapping, Optional
 
 from agent.config.durations import format_days
-from agent.model import DEFAULT_SECURE_PORT, CheckReport, State, TargetReport
+from agent.model import DEFAULT_SECURE_PORT, CheckReport, Source, State, TargetReport
 from agent.text import one_line
 from agent.timefmt import format_rfc3339, format_utc_date, format_utc_minutes, format_utc_seconds
 
@@ -77,7 +77,7 @@ def detail_line(item: TargetReport) -> str:
     parts = [f"{item.target.name}: {a.state.name}"]
     if a.not_after is not None and a.seconds_left is not None:
         verb = "expired" if a.seconds_left <= 0 else "expires"
-        if a.source == "process-start":
+        if a.source is Source.PROCESS_START:
             verb = "estimated expiry"
         parts.append(
             f"{verb} {format_utc_seconds(a.not_after)} ({_local(a.not_after)}), "
@@ -94,7 +94,7 @@ def detail_line(item: TargetReport) -> str:
         parts.append(one_line(item.facts.discovery_error, None))
     if probe is not None:
         parts.append(f"upstream livez check {probe.livez}")
-    if a.error and a.source != "none":
+    if a.error and a.source is not Source.NONE:
         parts.append(f"error: {one_line(a.error, None)}")
     lines = [", ".join(parts)]
     lines.extend(f"  note: {one_line(note, None)}" for note in a.notes)
@@ -113,7 +113,7 @@ def target_json(item: TargetReport) -> Dict[str, Any]:
     return {
         "name": item.target.name,
         "state": a.state.value,
-        "source": a.source,
+        "source": a.source.value,
         "summary": a.summary,
         "not_before": rfc3339(a.not_before),
         "not_after": rfc3339(a.not_after),
@@ -164,7 +164,7 @@ def target_status(item: TargetReport) -> str:
     if a.not_after is None or a.seconds_left is None:
         return f"{head}, {a.summary}"
     days = int(a.seconds_left // 86400) if a.seconds_left > 0 else 0
-    if a.source == "process-start":
+    if a.source is Source.PROCESS_START:
         return (
             f"{head}, loopback cert expires ~{format_utc_date(a.not_after)} "
             f"({days} days, estimated from process start: {a.error})"

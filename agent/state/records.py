@@ -140,7 +140,7 @@ def target_state_from(
     return TargetState(
         checked_at=checked_at,
         state=a.state.value,
-        source=a.source,
+        source=a.source.value,
         summary=a.summary,
         seconds_left=a.seconds_left,
         not_after=a.not_after,
