@@ -39,6 +39,9 @@ def read_loopback_cert(der: bytes) -> LoopbackCert:
     """
     try:
         cert = x509.load_der_x509_certificate(der)
+        # cryptography < 35 parses lazily: ask for the version so that an
+        # unknown one fails here on every release, as it does at load on newer.
+        cert.version  # noqa: B018
         # Chosen by whoever serves the certificate; they end up in STATUS=,
         # the plugin output and the journal, so one bounded line each.
         subject = one_line(cert.subject.rfc4514_string())
