@@ -217,3 +217,28 @@ def test_a_check_that_crashes_on_one_target_still_reports_the_others(
     assert bad.assessment.error is not None
     assert "check failed: RuntimeError: boom\\nWATCHDOG=trigger" in bad.assessment.error
     assert good.assessment.state is State.OK
+
+
+def test_a_lease_holder_with_newlines_is_shown_as_one_line(tmp_path: Path) -> None:
+    from apiserver_peer import ApiserverPeer
+
+    from agent.kube.kubeconfig import load_kubeconfig
+    from agent.kube.lease import Lease, LeaseClient, format_micro_time
+
+    now = datetime.now(timezone.utc)
+    with ApiserverPeer(tokens={}) as peer:
+        # Whoever may update the Lease chooses holderIdentity.
+        peer.put_lease(
+            "kube-system",
+            "klg",
+            {
+                "holderIdentity": "node-b\nWATCHDOG=trigger",
+                "leaseDurationSeconds": 900,
+                "acquireTime": format_micro_time(now),
+                "renewTime": format_micro_time(now),
+            },
+        )
+        client = LeaseClient(load_kubeconfig(str(peer.kubeconfig(tmp_path, user="node-a"))))
+        lock = Lease(client, "kube-system", "klg", timedelta(minutes=15), identity="node-a")
+        assert lock.holder(now) == "node-b\\nWATCHDOG=trigger"
+        assert not lock.acquire(now)
