@@ -63,6 +63,10 @@ def check_state_dir(state_dir: str) -> None:
         info = os.stat(state_dir)
     except FileNotFoundError:
         return
+    except OSError as exc:
+        raise UnsafeStateDir(
+            errno.EPERM, f"refusing state_dir {state_dir}: cannot stat it ({exc.strerror})"
+        ) from None
     mode = stat.S_IMODE(info.st_mode)
     if not stat.S_ISDIR(info.st_mode):
         problem = "is not a directory"
@@ -105,7 +109,10 @@ def read_state(state_dir: str) -> AgentState:
     is no state file, OSError if it cannot be read or is a symlink (ELOOP),
     ValueError if it is malformed or larger than MAX_STATE_BYTES.
     """
-    data = _read_bytes(state_path(state_dir))
+    return _decode(_read_bytes(state_path(state_dir)))
+
+
+def _decode(data: bytes) -> AgentState:
     if len(data) > MAX_STATE_BYTES:
         raise ValueError(f"larger than {MAX_STATE_BYTES} bytes")
     return decode_state(data)
@@ -130,9 +137,7 @@ def load_state(state_dir: str, now: datetime) -> Tuple[AgentState, Optional[str]
     data = b""
     try:
         data = _read_bytes(path)
-        if len(data) > MAX_STATE_BYTES:
-            raise ValueError(f"larger than {MAX_STATE_BYTES} bytes")
-        return decode_state(data), None
+        return _decode(data), None
     except FileNotFoundError:
         return AgentState.empty(), None
     except OSError as exc:

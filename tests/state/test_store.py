@@ -121,3 +121,11 @@ def test_a_safe_state_dir_is_used(tmp_path: Path) -> None:
     update_state(str(state_dir), lambda s: s, NOW)
     assert (state_dir / STATE_FILE).exists()
     assert RestartLock(str(state_dir)).acquire()
+
+
+def test_a_state_dir_below_a_file_is_reported_not_raised(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    loaded, message = load_state(str(blocker / "state"), NOW)
+    assert loaded == AgentState.empty()
+    assert message is not None and "cannot stat it (Not a directory)" in message
