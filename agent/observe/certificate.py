@@ -64,8 +64,9 @@ def read_loopback_cert(der: bytes) -> LoopbackCert:
         shown = subject or "an empty subject"
         raise NotLoopbackCert(f"not the loopback certificate (got {shown})")
     if not EARLIEST_CERT_TIME <= not_before <= not_after:
-        # Such dates are no apiserver's; believed, they would make a lifetime
-        # of zero or of millennia, and an expiry nobody can act on.
+        # Such dates are no apiserver's; believed, they would give a negative
+        # lifetime to learn, or dates before any apiserver existed. (A lifetime
+        # above MAX_LIFETIME is read, but never learned: agent.state.records.)
         raise ValueError(
             f"implausible loopback certificate {subject}: not_before {format_rfc3339(not_before)}, "
             f"not_after {format_rfc3339(not_after)}"
