@@ -4,6 +4,7 @@ history, issue 9.1), and a damaged file still gives its restart records."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from typing import Optional
 
@@ -148,3 +149,48 @@ def test_restart_records_are_salvaged_from_a_truncated_file() -> None:
     assert salvage_restarts(broken) == (_restart(1),)
     assert salvage_restarts(data) == state.restarts
     assert salvage_restarts(b"\xff{not json}") == ()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values, st.sampled_from(["targets", "restarts", "version", None]))
+def test_any_document_decodes_or_raises_value_error(value: object, key: Optional[str]) -> None:
+    # Whatever sits where: a state or a ValueError (the file is moved aside),
+    # and whatever decodes, encodes and decodes to itself.
+    document = {"version": 1, "targets": {}, "restarts": []}
+    if key is not None:
+        document[key] = value
+    data = json.dumps(document if key is not None else value).encode()
+    try:
+        state = decode_state(data)
+    except ValueError:
+        assert salvage_restarts(data) is not None
+        return
+    assert decode_state(encode_state(state)) == state
+
+
+@settings(max_examples=300, deadline=None)
+@given(agent_states, st.data())
+def test_a_state_with_one_value_replaced_decodes_or_raises_value_error(
+    state: AgentState, data: st.DataObject
+) -> None:
+    document = json.loads(encode_state(state))
+    count = len(document["restarts"])
+    objects = [document, *document["targets"].values(), *document["restarts"]]
+    target = data.draw(st.sampled_from(objects))
+    key = data.draw(st.sampled_from(sorted(target)))
+    target[key] = data.draw(json_values)
+    mutated = json.dumps(document).encode()
+    try:
+        decoded = decode_state(mutated)
+    except ValueError:
+        # The records that still read are kept (fewer, never a crash).
+        assert len(salvage_restarts(mutated)) <= count
+        return
+    assert decode_state(encode_state(decoded)) == decoded
