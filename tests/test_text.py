@@ -109,10 +109,11 @@ def _target(index: int, port: int) -> str:
     )
 
 
-def _config(tmp_path: Path, *ports: int) -> Path:
+def _config(tmp_path: Path, *ports: int, metrics: str = "") -> Path:
     path = tmp_path / "config.toml"
     text = f'interval = "1m"\nstate_dir = "{tmp_path}/state"\n'
-    path.write_text(text + "".join(_target(i, port) for i, port in enumerate(ports)))
+    targets = "".join(_target(i, port) for i, port in enumerate(ports))
+    path.write_text(text + targets + f'[metrics]\ntextfile = "{metrics}"\n')
     return path
 
 
@@ -242,3 +243,20 @@ def test_a_lease_holder_with_newlines_is_shown_as_one_line(tmp_path: Path) -> No
         lock = Lease(client, "kube-system", "klg", timedelta(minutes=15), identity="node-a")
         assert lock.holder(now) == "node-b\\nWATCHDOG=trigger"
         assert not lock.acquire(now)
+
+
+def test_the_daemon_reports_every_target_beside_an_unreadable_certificate(
+    tmp_path: Path, standin: StandinFactory
+) -> None:
+    pem = _hostile_pem(tmp_path, "apiserver-loopback-client@1767952693", version=1)
+    healthy = standin(expires_in=timedelta(days=300))
+    with HostilePeer(pem) as peer:
+        metrics = tmp_path / "klg.prom"
+        config = _config(tmp_path, peer.port, healthy.port, metrics=str(metrics))
+        run = run_agent(config, tmp_path, lambda s: "api1: OK" in s)
+    assert "Traceback" not in run.stderr, run.stderr
+    assert any("api0: UNKNOWN" in s and "api1: OK" in s for s in run.statuses), run.statuses
+    exposition = metrics.read_text()
+    assert 'kube_loopback_guard_probe_success{target="api0"} 0' in exposition
+    assert 'kube_loopback_guard_probe_success{target="api1"} 1' in exposition
+    assert (tmp_path / "state" / "state.json").exists()
