@@ -72,10 +72,6 @@ class ProbeResult:
     livez: LivezVerdict
     error: Optional[str]
 
-    @property
-    def ok(self) -> bool:
-        return self.cert is not None
-
 
 @dataclass(frozen=True)
 class TargetFacts:
