@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import re
 import socket
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, cast
@@ -31,6 +32,7 @@ JSON_LIMIT = 1024 * 1024
 # Status line, headers and chunk-size lines on top of the body.
 _FRAMING = 64 * 1024
 _RECV_SIZE = 16 * 1024
+_PRINTABLE = re.compile(r"[\x20-\x7e]*")
 
 
 @dataclass(frozen=True)
@@ -72,11 +74,10 @@ def exchange(
 
 def _head(method: str, target: str, fields: Sequence[Tuple[str, str]]) -> bytes:
     lines = [f"{method} {target} HTTP/1.1", *(f"{name}: {value}" for name, value in fields)]
-    text = "\r\n".join(lines) + "\r\n\r\n"
-    if any(ord(c) < 0x20 or ord(c) > 0x7E for c in text.replace("\r\n", "")):
+    if not all(_PRINTABLE.fullmatch(line) for line in lines):
         # A line break in a header value would write a header of its own.
         raise NetError("cannot send the request: a control or non-ASCII character in it", "request")
-    return text.encode("ascii")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
 
 
 def _read_response(connection: TlsConnection, method: str, limit: int) -> Response:
