@@ -39,6 +39,7 @@ DEB_DEPENDS = [
     "python3-psutil",
     "python3-cryptography",
     "python3-sdnotify",
+    "python3-yaml",
     "python3 (>= 3.11) | python3-tomli",
 ]
 RPM_REQUIRES = {
@@ -46,6 +47,7 @@ RPM_REQUIRES = {
     "python3-psutil",
     "python3-cryptography",
     "python3-sdnotify",
+    "python3-pyyaml",
     "(python3-tomli if python3 < 3.11)",
 }
 

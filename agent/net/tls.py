@@ -216,7 +216,7 @@ def connect(
     try:
         try:
             connection = TlsConnection(sock, context, sni, deadline)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             # An unusable server name (empty, NUL, not IDNA-encodable).
             raise NetError(f"cannot use server name {sni!r}: {exc}", "connect") from None
         connection.handshake()

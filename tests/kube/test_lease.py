@@ -16,7 +16,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from apiserver_peer import ApiserverPeer
@@ -616,3 +616,21 @@ def test_timeout_must_be_positive(peer: ApiserverPeer, tmp_path: Path) -> None:
     creds = load_kubeconfig(str(peer.kubeconfig(tmp_path, token=TOKEN)))
     with pytest.raises(ValueError, match="positive"):
         LeaseClient(creds, timeout=0)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"server": "https://bücher.example:6443"}, id="server"),
+        pytest.param({"tls_server_name": "bücher.example"}, id="sni"),
+        pytest.param({"tls_server_name": "a\x00b"}, id="nul"),
+        pytest.param({"token": "t\r\nX-Injected: 1"}, id="token"),
+    ],
+)
+def test_names_the_wire_cannot_carry_are_lease_errors(changes: Dict[str, str]) -> None:
+    # load_kubeconfig refuses these; credentials built otherwise still end as
+    # LeaseError, never UnicodeError or ValueError.
+    with SilentPeer() as peer:
+        creds = dataclasses.replace(creds_for(peer.port), **changes)
+        with pytest.raises(LeaseError):
+            LeaseClient(creds, timeout=DEADLINE).get(NS, NAME)
