@@ -265,7 +265,7 @@ def _resolve(host: str, port: int, deadline: Deadline) -> List[_Address]:
         if family in (socket.AF_INET, socket.AF_INET6)
     ]
     if not addresses:
-        raise NetError(f"cannot resolve {host}: no IPv4 or IPv6 address", "connect")
+        raise NetError(f"cannot resolve {host!r}: no IPv4 or IPv6 address", "connect")
     return addresses
 
 
@@ -286,7 +286,7 @@ def _resolve_by(host: str, port: int, deadline: Deadline) -> List[Any]:
     except queue.Empty:
         raise _Expired() from None
     if isinstance(found, socket.gaierror):
-        raise NetError(f"cannot resolve {host}: {found.strerror}", "connect")
+        raise NetError(f"cannot resolve {host!r}: {found.strerror}", "connect")
     if isinstance(found, Exception):
         raise NetError(f"cannot resolve {host!r}: {found}", "connect")
     return list(found)

@@ -608,7 +608,7 @@ def test_system_cas_when_the_kubeconfig_names_none(peer: ApiserverPeer, tmp_path
 def test_name_resolution_is_bounded() -> None:
     creds = dataclasses.replace(creds_for(443), server="https://kube-loopback-guard.invalid")
     error, elapsed = timed_refusal(LeaseClient(creds, timeout=DEADLINE))
-    assert "cannot resolve kube-loopback-guard.invalid" in str(error) or "no answer" in str(error)
+    assert "cannot resolve 'kube-loopback-guard.invalid'" in str(error) or "timed out" in str(error)
     assert elapsed < DEADLINE + SLACK
 
 
