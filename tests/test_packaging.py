@@ -464,6 +464,7 @@ def test_rpm_files_and_config(rpm: Path) -> None:
         f"/usr/lib/systemd/catalog/{NAME}.catalog",
         f"/etc/{NAME}/config.toml",
         f"/usr/share/doc/{NAME}/README.md",
+        f"/usr/share/licenses/{NAME}/LICENSE",
     ):
         assert path in files, path
     assert [p for p in files if p.startswith(f"/usr/share/man/man1/{NAME}.1")]
