@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
 from agent.kube.kubeconfig import ApiCredentials
-from agent.net import http, tls
+from agent.net import http, tls, trust
 
 __all__ = ["KubeApiClient", "KubeApiError", "printable"]
 
@@ -96,10 +96,10 @@ def _tls_context(credentials: ApiCredentials) -> ssl.SSLContext:
     if credentials.client_cert_pem is not None and credentials.client_key_pem is not None:
         client_pem = credentials.client_cert_pem.rstrip(b"\n") + b"\n" + credentials.client_key_pem
     try:
-        return tls.client_context(
+        return trust.client_context(
             verify=not credentials.insecure, ca_pem=credentials.ca_pem, client_pem=client_pem
         )
-    except tls.TlsSetupError as exc:
+    except trust.TlsSetupError as exc:
         hint = ""
         if exc.what.startswith("client"):
             hint = " (mismatched, or an encrypted key?)"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Optional
 
 from agent.model import LivezVerdict, LoopbackCert, ProbeResult
-from agent.net import http, tls
+from agent.net import http, tls, trust
 from agent.observe.certificate import read_loopback_cert
 
 __all__ = ["LIVEZ_CHECK", "LIVEZ_PATH", "livez_verdict", "probe"]
@@ -48,7 +48,7 @@ def probe(
             host,
             port,
             server_name=server_name,
-            context=tls.unverified_context(),
+            context=trust.unverified_context(),
             deadline=deadline,
         )
     except tls.NetError as exc:

@@ -15,7 +15,7 @@ from typing import Callable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from agent.model import ApiserverProcess, ProbeResult
-from agent.net import http, tls
+from agent.net import http, tls, trust
 from agent.report.output import rfc3339
 
 __all__ = [
@@ -79,9 +79,9 @@ def readyz(
     deadline = tls.Deadline(timeout)
     try:
         context = (
-            tls.unverified_context() if ca_file is None else tls.client_context(ca_file=ca_file)
+            trust.unverified_context() if ca_file is None else trust.client_context(ca_file=ca_file)
         )
-    except tls.TlsSetupError as error:
+    except trust.TlsSetupError as error:
         return ReadyzResult(
             False, None, f"/readyz not checked: cannot load CA file {ca_file}: {error.reason}"
         )

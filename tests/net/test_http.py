@@ -11,7 +11,7 @@ import pytest
 from faulty_peers import TlsDripResponsePeer, TlsEndlessChunkedPeer, TlsResetPeer, TlsScriptedPeer
 
 import agent
-from agent.net import http, tls
+from agent.net import http, tls, trust
 
 LIMIT = 1000
 
@@ -29,7 +29,7 @@ def _exchange(
         "127.0.0.1",
         port,
         server_name=None,
-        context=tls.unverified_context(),
+        context=trust.unverified_context(),
         deadline=tls.Deadline(timeout),
     ) as connection:
         return http.exchange(

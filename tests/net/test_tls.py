@@ -6,15 +6,15 @@ whole exchange, whatever the peer does.
 
 from __future__ import annotations
 
+import ssl
 import time
-from pathlib import Path
 from typing import Callable, Optional, Type
 
 import pytest
 from faulty_peers import DripPeer, FaultyPeer, PlainHttpPeer, ResetPeer, SilentPeer, closed_port
 
 from agent.model import LOOPBACK_SERVER_NAME
-from agent.net import tls
+from agent.net import tls, trust
 from agent.standin.server import StandinApiserver
 
 StandinFactory = Callable[..., StandinApiserver]
@@ -26,14 +26,14 @@ def _connect(
     host: str,
     port: int,
     server_name: Optional[str] = LOOPBACK_SERVER_NAME,
-    context: Optional[tls.ssl.SSLContext] = None,
+    context: Optional[ssl.SSLContext] = None,
     timeout: float = 5.0,
 ) -> tls.TlsConnection:
     return tls.connect(
         host,
         port,
         server_name=server_name,
-        context=context or tls.unverified_context(),
+        context=context or trust.unverified_context(),
         deadline=tls.Deadline(timeout),
     )
 
@@ -60,52 +60,6 @@ def test_ipv6_and_host_names(standin: StandinFactory, ipv6_loopback: str) -> Non
     # localhost may resolve to ::1 first: the next address is tried.
     with _connect("localhost", v4.port) as connection:
         assert connection.peer_certificate() == v4.pair.cert_der
-
-
-def test_the_unverified_context_is_built_once() -> None:
-    assert tls.unverified_context() is tls.unverified_context()
-
-
-def _write(path: Path, data: bytes) -> str:
-    path.write_bytes(data)
-    return str(path)
-
-
-def test_a_verified_context_checks_chain_and_name(standin: StandinFactory, tmp_path: Path) -> None:
-    api = standin(key_type="ec")
-    trusted = tls.client_context(ca_pem=api.serving_pair.ca_pem)
-    with _connect(api.host, api.port, server_name="kubernetes", context=trusted):
-        pass
-    with _connect(api.host, api.port, server_name=None, context=trusted):
-        pass  # 127.0.0.1 is among the serving certificate's SANs
-    from_file = tls.client_context(ca_file=_write(tmp_path / "ca.pem", api.serving_pair.ca_pem))
-    with _connect(api.host, api.port, server_name="localhost", context=from_file):
-        pass
-
-    with pytest.raises(tls.UntrustedPeer, match="Hostname mismatch"):
-        _connect(api.host, api.port, server_name="etcd.example", context=trusted)
-    wrong_ca = tls.client_context(ca_pem=api.pair.ca_pem)
-    with pytest.raises(tls.UntrustedPeer) as raised:
-        _connect(api.host, api.port, server_name="kubernetes", context=wrong_ca)
-    assert str(raised.value).startswith("certificate not trusted: ")
-    assert raised.value.phase == "TLS handshake"
-
-
-def test_contexts_that_cannot_be_built(standin: StandinFactory, tmp_path: Path) -> None:
-    api = standin(key_type="ec")
-    with pytest.raises(tls.TlsSetupError) as missing:
-        tls.client_context(ca_file=str(tmp_path / "absent.pem"))
-    assert missing.value.what == "certificate authority"
-    with pytest.raises(tls.TlsSetupError) as garbage:
-        tls.client_context(ca_pem=b"not a certificate")
-    assert garbage.value.what == "certificate authority"
-    # A certificate with another certificate's key.
-    mismatched = api.pair.cert_pem + api.serving_pair.key_pem
-    with pytest.raises(tls.TlsSetupError) as pair:
-        tls.client_context(ca_pem=api.serving_pair.ca_pem, client_pem=mismatched)
-    assert pair.value.what == "client certificate and key"
-    # verify=False loads no CA at all.
-    assert tls.client_context(verify=False, ca_file=str(tmp_path / "absent.pem"))
 
 
 def _failure(port: int, timeout: float = DEADLINE) -> tls.NetError:
