@@ -15,8 +15,9 @@ from typing import List, Literal, Optional, Tuple
 
 from agent.config.types import TargetConfig, Thresholds
 
-# The upstream verdict of GET /livez/loopback-serving-certificate (v1.36+):
-# ok (200 "ok"), failed (500), absent (404, apiserver older than v1.36),
+# The verdict of upstream's loopback-serving-certificate check (v1.36+), from
+# its line in GET /livez?verbose: ok ("[+]… ok"), failed ("[-]… failed", HTTP
+# 500), absent (a 200 or 500 without the line: apiserver older than v1.36),
 # forbidden (401/403: anonymous access is off, which is normal), error
 # (anything else), not-checked (no TLS session to ask on).
 LivezVerdict = Literal["ok", "failed", "absent", "forbidden", "error", "not-checked"]
@@ -76,10 +77,6 @@ class ProbeResult:
     cert: Optional[LoopbackCert]
     livez: LivezVerdict
     error: Optional[str]
-
-    @property
-    def ok(self) -> bool:
-        return self.cert is not None
 
 
 @dataclass(frozen=True)

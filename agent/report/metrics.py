@@ -151,8 +151,8 @@ def render_metrics(report: CheckReport) -> str:
         ),
         (
             "livez_check",
-            "1 for the verdict of the apiserver's own /livez/loopback-serving-certificate "
-            "check (v1.36+), 0 for the others.",
+            "1 for the verdict of the apiserver's own loopback-serving-certificate check "
+            "(v1.36+, from /livez?verbose), 0 for the others.",
             [
                 (
                     (("target", t.target.name), ("result", result)),

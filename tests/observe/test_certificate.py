@@ -49,18 +49,21 @@ def _cn(value: str) -> x509.NameAttribute[str]:
 
 
 def test_reads_a_pair_shaped_like_upstream() -> None:
-    pair = make_loopback_pair(T0, timedelta(days=365), key_type="ec")
+    # The leaf's key took a second longer than the CA's, as upstream's may.
+    pair = make_loopback_pair(T0, timedelta(days=365), key_type="ec", key_seconds=(0.2, 1.0))
     unix = int(T0.timestamp())
 
     cert = read_loopback_cert(pair.cert_der)
 
-    assert cert.subject == f"CN=apiserver-loopback-client@{unix}"
+    assert cert.subject == f"CN=apiserver-loopback-client@{unix + 1}"
     assert cert.issuer == f"CN=apiserver-loopback-client-ca@{unix}"
-    assert cert.generated_at == T0
+    # The time in the CN, not NotBefore + 1 h.
+    assert cert.generated_at == T0 + timedelta(seconds=1)
     assert cert.not_before == T0 - timedelta(hours=1)
     assert cert.not_after == T0 - timedelta(hours=1) + timedelta(days=365)
     assert cert.lifetime == timedelta(days=365)
-    assert cert.serial == "2"
+    leaf = x509.load_pem_x509_certificate(pair.cert_pem)
+    assert cert.serial == format(leaf.serial_number, "x")
     assert cert.sha256 == hashlib.sha256(pair.cert_der).hexdigest()
 
 
