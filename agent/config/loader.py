@@ -43,8 +43,14 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+def _printable(text: str) -> str:
+    """Given text from the file, return it with every unprintable character
+    escaped as Python would ("\\n", "\\x00"), so one problem stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _show(value: Any) -> str:
-    text = repr(value) if not isinstance(value, str) else '"' + value + '"'
+    text = repr(value) if not isinstance(value, str) else '"' + _printable(value) + '"'
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -56,7 +62,7 @@ class _Collector:
         self.problems: List[str] = []
 
     def add(self, key: str, message: str, value: Any = None, *, show_value: bool = True) -> None:
-        where = f"{self.path}: {key}" if key else self.path
+        where = f"{self.path}: {_printable(key)}" if key else self.path
         suffix = f" (got {_show(value)})" if show_value else ""
         self.problems.append(f"{where}: {message}{suffix}")
 
