@@ -104,10 +104,10 @@ def test_windows_parse_and_answer(
     with known_defects("time-range"):
         inside = contains(window, instant)
         opening = next_opening(window, instant)
-    assume(opening is not None)  # none within two weeks only at the end of time
-    assert opening is not None
-    first, last = opening
-    assert first < last
-    assert contains(window, first)
-    assert last > instant
-    assert inside == (first <= instant < last)
+        assume(opening is not None)  # none within two weeks only at the end of time
+        assert opening is not None
+        first, last = opening
+        assert first < last
+        assert contains(window, first)
+        assert last > instant
+        assert inside == (first <= instant < last)
