@@ -24,7 +24,14 @@ from hypothesis import strategies as st
 from agent.model import DEFAULT_SECURE_PORT
 from agent.observe.discover import ProcessFinder, _flag_values, parse_flags
 
-_FLAGS = ["--secure-port", "--secure_port", "--bind-address", "--bind_address", "--", "-secure-port"]
+_FLAGS = [
+    "--secure-port",
+    "--secure_port",
+    "--bind-address",
+    "--bind_address",
+    "--",
+    "-secure-port",
+]
 _values = st.one_of(
     st.sampled_from(["6443", "0x1A0B", "014453", "0", "65536", "-1", "+443", " 443", "٦٤٤٣"]),
     st.sampled_from(["127.0.0.1", "::1", "[::1]", " 10.0.0.1 ", "0.0.0.0", "::ffff:1.2.3.4", ""]),
@@ -56,7 +63,9 @@ def test_flags_are_read_or_left_out(argv: List[str]) -> None:
 
 # A child's argv may hold any bytes but NUL; psutil decodes what is not UTF-8.
 _raw_args = st.lists(
-    st.one_of(_args, st.binary(max_size=12).map(os.fsdecode)).map(lambda arg: arg.replace("\0", "")),
+    st.one_of(_args, st.binary(max_size=12).map(os.fsdecode)).map(
+        lambda arg: arg.replace("\0", "")
+    ),
     max_size=6,
 )
 

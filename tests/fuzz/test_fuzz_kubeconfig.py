@@ -143,7 +143,16 @@ def documents(draw: st.DrawFn) -> Dict[str, Any]:
 
 def _plain(text: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z0-9/_.][A-Za-z0-9/_.:+=-]*", text)) and text.lower() not in (
-        "true", "false", "yes", "no", "on", "off", "null", "y", "n", "~",
+        "true",
+        "false",
+        "yes",
+        "no",
+        "on",
+        "off",
+        "null",
+        "y",
+        "n",
+        "~",
     )
 
 
@@ -179,7 +188,9 @@ def to_yaml(value: Any, indent: int = 0) -> List[str]:
                 lines.append(f"{pad}- {inner[0].lstrip()}")
                 lines.extend(inner[1:])
             else:
-                lines.append(f"{pad}- {_scalar(item) if not isinstance(item, (dict, list)) else '{}'}")
+                lines.append(
+                    f"{pad}- {_scalar(item) if not isinstance(item, (dict, list)) else '{}'}"
+                )
     else:
         lines.append(pad + _scalar(value))
     return lines
@@ -189,9 +200,11 @@ def _nested(depth: int, flow: bool) -> str:
     if flow:
         return '{"apiVersion": "v1", "clusters": ' + "[" * depth + "]" * depth + "}"
     # Block mappings, each level two spaces deeper.
-    return "".join(f"{' ' * (2 * level)}k{level}:\n" for level in range(depth)) + " " * (
-        2 * depth
-    ) + "v: 1\n"
+    return (
+        "".join(f"{' ' * (2 * level)}k{level}:\n" for level in range(depth))
+        + " " * (2 * depth)
+        + "v: 1\n"
+    )
 
 
 texts = st.one_of(
