@@ -217,7 +217,7 @@ def _state_round_trip(result: ProbeResult) -> None:
         raise PropertyBroken("state from this certificate reads back different", "state-roundtrip")
 
 
-@inputs(1000)
+@inputs(2000)
 @given(odd_certificates())
 def test_odd_certificates_through_the_probe(peer: ServingPeer, case: Tuple[bytes, str]) -> None:
     der, key_name = case

@@ -41,14 +41,21 @@ _junk = st.one_of(
     st.lists(_text, max_size=3),
     st.dictionaries(st.sampled_from(["a", "name"]), _text, max_size=2),
 )
+# Sizes near the edges: of select() (about 106752 days of seconds), of
+# datetime (999999999 days), of the duration syntax (nine digits).
 _number = st.one_of(
-    st.integers(1, 1000), st.integers(0, 999999999), st.sampled_from([0, 10**9, 110000])
+    st.integers(1, 1000),
+    st.integers(0, 999999999),
+    st.sampled_from([0, 10**9, 106752, 110000, 2932897, 999999999]),
 )
 _duration = st.one_of(
     st.builds("{}{}".format, _number, st.sampled_from(["s", "m", "h", "d", "d", "d", "w", ""])),
     st.sampled_from(["auto", "5m", "60d", "1h30m", " 2h", "-1s", "1e3s", "٣s"]),
 )
-_name = st.text(st.sampled_from("abk0.-_\n ü"), min_size=0, max_size=70)
+_name = st.one_of(
+    st.text(st.sampled_from("abk0.-_\n ü"), min_size=0, max_size=70),
+    st.sampled_from(["kube-apiserver", "a" * 63, "a" * 64, "kube\n", ".kube", "kube.2_x"]),
+)
 _path = st.one_of(
     st.builds("/tmp/{}".format, _text), st.sampled_from(["", "/var/lib/klg", "rel", "/m.prom"])
 )
@@ -119,6 +126,13 @@ def _sound(table: Table) -> Dict[str, Any]:
 
 _BY_NAME = {table.name: table for table in SCHEMA}
 _OPTIONS = [(table.name, option) for table in SCHEMA for option in table.options]
+# Durations and names three times as often: their bounds are where defects were.
+_OPTIONS += [
+    (table, option)
+    for table, option in _OPTIONS
+    if "duration" in option.kind
+    or option.kind in ("lifetime", "min-interval", "probe-timeout", "ready-timeout", "name")
+] * 2
 
 
 @st.composite

@@ -92,7 +92,7 @@ def _found_port(name: str, argv: Sequence[str]) -> Optional[int]:
     return discovery.process.secure_port
 
 
-@inputs(300)
+@inputs(1000)
 @given(_raw_args)
 def test_a_real_process_with_any_argv_is_found_with_its_port(args: List[str]) -> None:
     name = "klgfz-" + os.urandom(4).hex()

@@ -231,7 +231,7 @@ def tls_peer() -> Iterator[TlsScriptedPeer]:
         yield peer
 
 
-@inputs(300)
+@inputs(1000)
 @given(st.one_of(well_formed(), any_response().map(lambda raw: (raw, None, None, False))))
 def test_responses_from_a_real_peer(tls_peer: TlsScriptedPeer, case: Case) -> None:
     raw, status, body, _ = case

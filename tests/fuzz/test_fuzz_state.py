@@ -154,7 +154,7 @@ def agent_states(draw: st.DrawFn) -> AgentState:
     return state
 
 
-@inputs(3000)
+@inputs(2000)
 @given(agent_states())
 def test_every_state_reads_back_as_written(state: AgentState) -> None:
     assert len(state.restarts) <= MAX_RESTARTS
