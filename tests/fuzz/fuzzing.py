@@ -118,4 +118,5 @@ def known_defects(*keys: str) -> Iterator[None]:
         key = _known(error, keys)
         if key is None or STRICT or key not in KNOWN:
             raise
-        event(f"known defect, {KNOWN[key][0]}")
+        kind = "" if isinstance(error, PropertyBroken) else f" ({type(error).__name__})"
+        event(f"known defect, {KNOWN[key][0]}{kind}")
