@@ -20,7 +20,7 @@ import ssl
 import tempfile
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
@@ -185,6 +185,26 @@ def _read(der: bytes) -> Optional[LoopbackCert]:
         return None
 
 
+def _one_line_each(result: ProbeResult) -> None:
+    """What the peer sent, rendered as the plugin's status line and as STATUS=,
+    must stay one line each: a line break there is a new sd_notify command."""
+    from builders import target_config
+
+    from agent.config.types import Thresholds
+    from agent.judge.assess import assess
+    from agent.model import CheckReport
+    from agent.report.output import status_line, systemd_status
+
+    thresholds = Thresholds(warning=timedelta(days=60), critical=timedelta(days=14))
+    now = datetime(2026, 12, 3, tzinfo=timezone.utc)
+    facts = TargetFacts("kube-apiserver", None, None, result)
+    item = TargetReport(target_config(), facts, assess(facts, thresholds, timedelta(days=365), now))
+    report = CheckReport(now, thresholds, (item,))
+    for line in (status_line(report), systemd_status(report)):
+        if any(c in line for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"):
+            raise PropertyBroken(f"a line break from the peer in {line!r}", "peer-text")
+
+
 def _state_round_trip(result: ProbeResult) -> None:
     """Build the state the daemon would from this probe (the process started
     an hour after not_before, so the lifetime is learned) and read it back."""
@@ -221,7 +241,7 @@ def _state_round_trip(result: ProbeResult) -> None:
 @given(odd_certificates())
 def test_odd_certificates_through_the_probe(peer: ServingPeer, case: Tuple[bytes, str]) -> None:
     der, key_name = case
-    with known_defects("x509-version", "state-roundtrip"):
+    with known_defects("x509-version", "state-roundtrip", "peer-text"):
         direct = _read(der)
         try:
             peer.serve(pem(der), key_pem(KEYS[key_name]))
@@ -231,6 +251,7 @@ def test_odd_certificates_through_the_probe(peer: ServingPeer, case: Tuple[bytes
         result = probe("127.0.0.1", peer.port, LOOPBACK_SERVER_NAME, 5.0)
         assert isinstance(result, ProbeResult)
         assert result.cert == direct
+        _one_line_each(result)
         if result.cert is None:
             assert result.error
             event("probe: error")

@@ -1,7 +1,8 @@
 """Every failure the fuzz harnesses found, as a named test on its smallest input.
 
-A test marked `xfail(strict=True)` pins a defect another change fixes: it
-fails today as the reason says, and the day the fix lands it passes, which
+A test marked `xfail(strict=True, raises=…)` pins a defect another change
+fixes: it fails today with that exception as the reason says (any other
+failure fails the suite), and the day the fix lands it passes, which
 strict xfail turns into a failure, so whoever merges the fix removes the mark
 here and the defect's entry in fuzzing.KNOWN (from then on the harness fails
 on it too). The others were fixed with this change.
@@ -19,8 +20,10 @@ from unittest import mock
 
 import pytest
 from builders import apiserver_process, probe_result, target_config
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from der import CN, CertSpec, certificate, time_field
+from der import CN, CertSpec, certificate, key_pem, pem, time_field
+from test_fuzz_certificate import ServingPeer, _one_line_each
 from test_fuzz_http import ScriptedPeer
 from test_fuzz_kubeconfig import _loopback_only, _nested
 
@@ -30,7 +33,7 @@ from agent.config.types import Thresholds
 from agent.judge.assess import assess
 from agent.kube.api import KubeApiClient, KubeApiError, _parse_response
 from agent.kube.kubeconfig import KubeconfigError, load_kubeconfig
-from agent.model import LoopbackCert, TargetFacts, TargetReport
+from agent.model import LOOPBACK_SERVER_NAME, LoopbackCert, TargetFacts, TargetReport
 from agent.observe import probe as probe_module
 from agent.observe.certificate import read_loopback_cert
 from agent.state.codec import decode_state, encode_state
@@ -81,7 +84,9 @@ def _state_learned_from(not_before: datetime, not_after: datetime) -> AgentState
 
 
 @pytest.mark.xfail(
-    strict=True, reason=HARDENING.format(1, "a learned lifetime of 0 s is written, not read")
+    raises=ValueError,
+    strict=True,
+    reason=HARDENING.format(1, "a learned lifetime of 0 s is written, not read"),
 )
 def test_state_learned_from_a_certificate_ending_as_it_starts_reads_back() -> None:
     moment = datetime(1950, 1, 1, tzinfo=UTC)
@@ -90,7 +95,9 @@ def test_state_learned_from_a_certificate_ending_as_it_starts_reads_back() -> No
 
 
 @pytest.mark.xfail(
-    strict=True, reason=HARDENING.format(1, "a learned lifetime over 1e10 s is written, not read")
+    raises=ValueError,
+    strict=True,
+    reason=HARDENING.format(1, "a learned lifetime over 1e10 s is written, not read"),
 )
 def test_state_learned_from_a_certificate_valid_until_9999_reads_back() -> None:
     state = _state_learned_from(
@@ -100,7 +107,9 @@ def test_state_learned_from_a_certificate_valid_until_9999_reads_back() -> None:
 
 
 @pytest.mark.xfail(
-    strict=True, reason=HARDENING.format(1, "years before 1000 are written without zero padding")
+    raises=ValueError,
+    strict=True,
+    reason=HARDENING.format(1, "years before 1000 are written without zero padding"),
 )
 def test_state_with_a_time_before_year_1000_reads_back() -> None:
     at = datetime(999, 1, 1, tzinfo=UTC)
@@ -109,9 +118,37 @@ def test_state_with_a_time_before_year_1000_reads_back() -> None:
     assert decode_state(encode_state(state)) == state
 
 
-# -- issue 9 item 5: X.509 versions -------------------------------------------------
-
 _KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+# -- issue 9 item 4: line breaks from the peer ----------------------------------------
+
+
+@pytest.mark.xfail(
+    raises=AssertionError,
+    strict=True,
+    reason=HARDENING.format(4, "rfc4514_string() keeps the subject's line breaks"),
+)
+def test_a_served_subject_with_line_breaks_stays_one_status_line() -> None:
+    der = certificate(
+        CertSpec(
+            key=_KEY,
+            subject=[(CN, (0x0C, b"x\nWATCHDOG=trigger\n"))],
+            not_before=time_field(2026, 1, 9, "utc"),
+            not_after=time_field(2027, 1, 9, "utc"),
+        )
+    )
+    peer = ServingPeer()
+    try:
+        peer.serve(pem(der), key_pem(_KEY))
+        result = probe_module.probe("127.0.0.1", peer.port, LOOPBACK_SERVER_NAME, 5.0)
+    finally:
+        peer.close()
+    assert result.cert is None
+    _one_line_each(result)
+
+
+# -- issue 9 item 5: X.509 versions -------------------------------------------------
 
 
 def _versioned(version: int) -> bytes:
@@ -128,7 +165,9 @@ def _versioned(version: int) -> bytes:
 
 # Both cryptography 3.3 (Debian 11) and today's check the version as they load.
 @pytest.mark.xfail(
-    strict=True, reason=HARDENING.format(5, "cryptography.x509.InvalidVersion escapes")
+    raises=x509.InvalidVersion,
+    strict=True,
+    reason=HARDENING.format(5, "cryptography.x509.InvalidVersion escapes"),
 )
 @pytest.mark.parametrize("version", [1, 3, 5], ids=["v2", "v4", "v6"])
 def test_a_certificate_of_another_version_is_read_or_a_value_error(version: int) -> None:
@@ -139,7 +178,9 @@ def test_a_certificate_of_another_version_is_read_or_a_value_error(version: int)
 # -- issue 9 item 7: durations without bounds, names with a newline --------------------
 
 
-@pytest.mark.xfail(strict=True, reason=HARDENING.format(7, "interval has no maximum"))
+@pytest.mark.xfail(
+    raises=OverflowError, strict=True, reason=HARDENING.format(7, "interval has no maximum")
+)
 def test_an_interval_select_cannot_wait_is_refused() -> None:
     try:
         config = parse_config('interval = "106752d"', PATH)
@@ -154,14 +195,18 @@ def test_an_interval_select_cannot_wait_is_refused() -> None:
         os.close(write)
 
 
-@pytest.mark.xfail(strict=True, reason=HARDENING.format(7, "lifetime has no maximum"))
+@pytest.mark.xfail(
+    raises=pytest.fail.Exception, strict=True, reason=HARDENING.format(7, "lifetime has no maximum")
+)
 def test_a_lifetime_beyond_the_calendar_is_refused() -> None:
     with pytest.raises(ConfigError):
         parse_config('[[targets]]\nname = "k"\nlifetime = "999999999d"', PATH)
 
 
 @pytest.mark.xfail(
-    strict=True, reason=HARDENING.format(7, "the name pattern uses match, not fullmatch")
+    raises=pytest.fail.Exception,
+    strict=True,
+    reason=HARDENING.format(7, "the name pattern uses match, not fullmatch"),
 )
 def test_a_target_name_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(ConfigError):
@@ -171,7 +216,9 @@ def test_a_target_name_with_a_trailing_newline_is_refused() -> None:
 # -- issue 9 item 8: kubeconfig failures outside KubeconfigError -------------------
 
 
-@pytest.mark.xfail(strict=True, reason=NET_ITEM.format(8, "RecursionError escapes"))
+@pytest.mark.xfail(
+    raises=RecursionError, strict=True, reason=NET_ITEM.format(8, "RecursionError escapes")
+)
 @pytest.mark.parametrize("flow", [True, False], ids=["json", "yaml"])
 def test_a_deeply_nested_kubeconfig_is_a_kubeconfig_error(flow: bool, tmp_path: Path) -> None:
     path = tmp_path / "config"
@@ -180,7 +227,9 @@ def test_a_deeply_nested_kubeconfig_is_a_kubeconfig_error(flow: bool, tmp_path: 
         load_kubeconfig(str(path))
 
 
-@pytest.mark.xfail(strict=True, reason=NET_ITEM.format(8, "UnicodeEncodeError escapes"))
+@pytest.mark.xfail(
+    raises=UnicodeEncodeError, strict=True, reason=NET_ITEM.format(8, "UnicodeEncodeError escapes")
+)
 def test_a_non_ascii_server_name_is_an_error_with_a_message(tmp_path: Path) -> None:
     document = {
         "apiVersion": "v1",
@@ -212,7 +261,9 @@ def test_a_non_ascii_server_name_is_an_error_with_a_message(tmp_path: Path) -> N
 # -- issue 9 item 9: an endless chunked body ----------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=NET_ITEM.format(9, "a chunk size is trusted"))
+@pytest.mark.xfail(
+    raises=AssertionError, strict=True, reason=NET_ITEM.format(9, "a chunk size is trusted")
+)
 def test_an_endless_chunk_is_read_only_up_to_the_body_limit() -> None:
     head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFF\r\n"
     peer = ScriptedPeer(head, [], endless=b"x")
@@ -223,7 +274,11 @@ def test_an_endless_chunk_is_read_only_up_to_the_body_limit() -> None:
 # -- issue 9 item 14: times at the ends of the calendar --------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=HARDENING.format(14, "OverflowError escapes parse_utc_time"))
+@pytest.mark.xfail(
+    raises=OverflowError,
+    strict=True,
+    reason=HARDENING.format(14, "OverflowError escapes parse_utc_time"),
+)
 @pytest.mark.parametrize("text", ["0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00"])
 def test_a_time_beyond_the_calendar_in_utc_is_a_value_error(text: str) -> None:
     with pytest.raises(ValueError):
@@ -233,7 +288,9 @@ def test_a_time_beyond_the_calendar_in_utc_is_a_value_error(text: str) -> None:
 # -- new: the Kubernetes API client's response parser ------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=NET.format("json.loads raises RecursionError"))
+@pytest.mark.xfail(
+    raises=RecursionError, strict=True, reason=NET.format("json.loads raises RecursionError")
+)
 def test_a_deeply_nested_api_body_is_read_or_refused() -> None:
     body = b"[" * 100_000
     raw = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
@@ -241,7 +298,9 @@ def test_a_deeply_nested_api_body_is_read_or_refused() -> None:
         _parse_response(raw, "GET", "https://127.0.0.1:6443")
 
 
-@pytest.mark.xfail(strict=True, reason=NET.format("http.client raises OverflowError"))
+@pytest.mark.xfail(
+    raises=OverflowError, strict=True, reason=NET.format("http.client raises OverflowError")
+)
 def test_a_content_length_beyond_any_size_is_a_kube_api_error() -> None:
     raw = b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n{}"
     with pytest.raises(KubeApiError):
