@@ -31,7 +31,6 @@ from agent.kube.kubeconfig import KubeconfigError, load_kubeconfig
 _CA = ClientCa()
 _CLIENT = _CA.issue("system:node:fuzz")
 _PORT = closed_port()
-_PORT6 = 0  # filled lazily: ::1 may be missing
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 _real_getaddrinfo = socket.getaddrinfo
 
