@@ -27,7 +27,7 @@ from typing import Iterator, List, Optional, Tuple
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from der import CN, CertSpec, NameValue, O, certificate, key_pem, pem, time_field
-from fuzzing import PropertyBroken, inputs, known_defects
+from fuzzing import PropertyBroken, inputs
 from hypothesis import event, given
 from hypothesis import strategies as st
 
@@ -202,7 +202,7 @@ def _one_line_each(result: ProbeResult) -> None:
     report = CheckReport(now, thresholds, (item,))
     for line in (status_line(report), systemd_status(report)):
         if any(c in line for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"):
-            raise PropertyBroken(f"a line break from the peer in {line!r}", "peer-text")
+            raise PropertyBroken(f"a line break from the peer in {line!r}")
 
 
 def _state_round_trip(result: ProbeResult) -> None:
@@ -230,35 +230,32 @@ def _state_round_trip(result: ProbeResult) -> None:
     try:
         again = decode_state(encode_state(state))
     except ValueError as error:
-        raise PropertyBroken(
-            f"state from this certificate unreadable: {error}", "state-roundtrip"
-        ) from None
+        raise PropertyBroken(f"state from this certificate unreadable: {error}") from None
     if again != state:
-        raise PropertyBroken("state from this certificate reads back different", "state-roundtrip")
+        raise PropertyBroken("state from this certificate reads back different")
 
 
 @inputs(2000)
 @given(odd_certificates())
 def test_odd_certificates_through_the_probe(peer: ServingPeer, case: Tuple[bytes, str]) -> None:
     der, key_name = case
-    with known_defects("x509-version", "state-roundtrip", "peer-text"):
-        direct = _read(der)
-        try:
-            peer.serve(pem(der), key_pem(KEYS[key_name]))
-        except ssl.SSLError:
-            event("OpenSSL refuses to serve it; parsed directly only")
-            return
-        result = probe("127.0.0.1", peer.port, LOOPBACK_SERVER_NAME, 5.0)
-        assert isinstance(result, ProbeResult)
-        assert result.cert == direct
-        _one_line_each(result)
-        if result.cert is None:
-            assert result.error
-            event("probe: error")
-            return
-        event("probe: loopback certificate")
-        assert result.cert.not_before.utcoffset() == timedelta(0)
-        _state_round_trip(result)
+    direct = _read(der)
+    try:
+        peer.serve(pem(der), key_pem(KEYS[key_name]))
+    except ssl.SSLError:
+        event("OpenSSL refuses to serve it; parsed directly only")
+        return
+    result = probe("127.0.0.1", peer.port, LOOPBACK_SERVER_NAME, 5.0)
+    assert isinstance(result, ProbeResult)
+    assert result.cert == direct
+    _one_line_each(result)
+    if result.cert is None:
+        assert result.error
+        event("probe: error")
+        return
+    event("probe: loopback certificate")
+    assert result.cert.not_before.utcoffset() == timedelta(0)
+    _state_round_trip(result)
 
 
 def test_a_one_mebibyte_chain_is_an_error_not_a_hang(peer: ServingPeer) -> None:
@@ -338,13 +335,12 @@ def mutated_der(draw: st.DrawFn) -> bytes:
 @inputs(5000)
 @given(st.one_of(mutated_der(), mutated_der(), mutated_der(), st.binary(max_size=300)))
 def test_any_der_is_a_certificate_or_a_value_error(der: bytes) -> None:
-    with known_defects("x509-version"):
-        try:
-            cert = read_loopback_cert(der)
-        except ValueError:
-            event("ValueError")
-            return
-        event("read")
-        assert cert.not_before.utcoffset() == timedelta(0)
-        assert cert.not_after.utcoffset() == timedelta(0)
-        assert "\n" not in cert.serial
+    try:
+        cert = read_loopback_cert(der)
+    except ValueError:
+        event("ValueError")
+        return
+    event("read")
+    assert cert.not_before.utcoffset() == timedelta(0)
+    assert cert.not_after.utcoffset() == timedelta(0)
+    assert "\n" not in cert.serial

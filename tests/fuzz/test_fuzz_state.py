@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional
 
 from builders import target_config
-from fuzzing import PropertyBroken, inputs, known_defects
+from fuzzing import PropertyBroken, inputs
 from hypothesis import event, given
 from hypothesis import strategies as st
 
@@ -158,15 +158,14 @@ def agent_states(draw: st.DrawFn) -> AgentState:
 @given(agent_states())
 def test_every_state_reads_back_as_written(state: AgentState) -> None:
     assert len(state.restarts) <= MAX_RESTARTS
-    with known_defects("state-roundtrip"):
-        data = encode_state(state)
-        try:
-            again = decode_state(data)
-        except ValueError as error:
-            raise PropertyBroken(f"encoded state unreadable: {error}", "state-roundtrip") from None
-        if again != state:
-            raise PropertyBroken("state reads back different", "state-roundtrip")
-        event("read back equal")
+    data = encode_state(state)
+    try:
+        again = decode_state(data)
+    except ValueError as error:
+        raise PropertyBroken(f"encoded state unreadable: {error}") from None
+    if again != state:
+        raise PropertyBroken("state reads back different")
+    event("read back equal")
 
 
 _json = st.recursive(
