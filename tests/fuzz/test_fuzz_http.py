@@ -1,24 +1,24 @@
 """Fuzz: the HTTP responses the agent reads (status line, headers, bodies).
 
-There is no shared HTTP module on main yet ("net" is making agent/net/http.py),
-so this drives the three readers there are, each through its own entry:
-the probe's livez reader (`_check_livez` on the probe's session), the
-restart verifier's /readyz reader (`_read_response`) and the Kubernetes API
-client's parser (`_parse_response`). A scripted byte source stands in for
-the TLS session (the readers only call recv); it can keep sending after the
-script ends, as a peer with an endless body does, and counts what it gave.
-A second harness sends finite responses from a real TLS peer on 127.0.0.1
-through the real `probe` and `readyz`.
+Every response the agent reads goes through `agent.net.http.exchange` (the
+livez probe and /readyz with HEALTH_LIMIT, the Kubernetes API with
+JSON_LIMIT). A scripted connection stands in for the TLS session (exchange
+only calls send, recv and phase); it can keep sending after the script
+ends, as a peer with an endless body does, and counts what it gave. A
+second harness sends finite responses from a real TLS peer on 127.0.0.1
+through the real `probe`, `readyz` and Kubernetes API client.
 
-Properties: a verdict / status / KubeApiError, never another exception; a
-well-formed answer gets the verdict its status and body call for; no reader
-takes more than a bounded number of bytes from a peer that never stops.
+Properties: a Response or a NetError, never another exception; a
+well-formed answer within the limit is read as sent (status and body); no
+read takes more than a bounded number of bytes from a peer that never
+stops; from a real peer, the verdicts follow the status and body, and the
+API client answers or raises KubeApiError.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any, Iterator, List, Optional, Tuple
+import contextlib
+from typing import Iterator, List, Optional, Tuple
 
 import pytest
 from faulty_peers import TlsScriptedPeer
@@ -26,19 +26,24 @@ from fuzzing import PropertyBroken, inputs, known_defects
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from agent.kube.api import KubeApiError, _parse_response
+from agent.kube.api import KubeApiClient, KubeApiError
+from agent.kube.kubeconfig import ApiCredentials
+from agent.net import http
+from agent.net.tls import NetError
 from agent.observe import probe as probe_module
+from agent.observe.probe import livez_verdict
 from agent.restart import verify
 
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 
-# Far above every bound these readers have (64 KiB bodies and responses).
+# Far above the largest bound: JSON_LIMIT plus its framing allowance.
 TAKEN_AT_MOST = 2 * 1024 * 1024
 
 
 class ScriptedPeer:
-    """recv() gives the script in the given pieces, then either b"" (closed)
-    or, for a peer that never stops, `endless` again and again."""
+    """A connection whose recv() gives the script in the given pieces, then
+    either b"" (closed) or, for a peer that never stops, `endless` again and
+    again."""
 
     def __init__(self, script: bytes, pieces: List[int], endless: bytes = b"") -> None:
         self._script = script
@@ -49,8 +54,8 @@ class ScriptedPeer:
     def send(self, data: bytes) -> None:
         pass
 
-    def settimeout(self, timeout: float) -> None:
-        pass
+    def phase(self, name: str) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
 
     def recv(self, size: int = 16 * 1024) -> bytes:
         if self._script:
@@ -64,7 +69,6 @@ class ScriptedPeer:
         if self.given > TAKEN_AT_MOST:
             raise PropertyBroken(
                 f"the reader took {self.given} bytes from a peer that never stops",
-                defect="unbounded-body",
             )
         return data
 
@@ -94,7 +98,9 @@ def well_formed(draw: st.DrawFn) -> Case:
     """A response any HTTP/1.1 client must read: (bytes, status, body, whether
     its length is known before the peer closes)."""
     status = draw(st.sampled_from(_STATUS[:-2]))
-    body = draw(st.sampled_from([b"ok", b"ok\n", b"", b"[-]loopback failed", b"x" * 70000]))
+    body = draw(
+        st.sampled_from([b"ok", b"ok\n", b"", b"[-]loopback failed", b"x" * 70000, b"[" * 5000])
+    )
     headers = draw(
         st.lists(st.sampled_from([b"Content-Type: text/plain", b"X-A: b", b"Date: x"]), max_size=3)
     )
@@ -161,33 +167,19 @@ _endless = st.sampled_from([b"", b"", b"x", b"FFFF\r\n" + b"y" * 100, b"1\r\nz\r
 _pieces = st.lists(st.integers(1, 20000), max_size=4)
 
 
-def _verdict(status: int, body: bytes) -> str:
-    if status == 200:
-        return "ok" if body.strip() == b"ok" else "error"
-    return {500: "failed", 404: "absent", 401: "forbidden", 403: "forbidden"}.get(status, "error")
-
-
-def _livez(peer: ScriptedPeer) -> str:
-    verdict = probe_module._check_livez(peer, "apiserver-loopback-client")  # type: ignore[arg-type]
-    assert verdict in ("ok", "failed", "absent", "forbidden", "error")
-    return verdict
-
-
-def _readyz(peer: ScriptedPeer) -> Optional[Tuple[int, bytes]]:
+def _exchange(peer: ScriptedPeer, limit: int) -> Optional[http.Response]:
+    """The response as the agent reads it, or None for a NetError."""
     try:
-        return verify._read_response(peer, time.monotonic() + 5)  # type: ignore[arg-type]
-    except ValueError:
+        return http.exchange(
+            peer,  # type: ignore[arg-type]
+            "GET",
+            "/livez?verbose",
+            host="apiserver-loopback-client",
+            accept="text/plain",
+            limit=limit,
+        )
+    except NetError:
         return None
-
-
-def _api(raw: bytes) -> Optional[Tuple[int, Any]]:
-    """The API client's reading, or None for a KubeApiError (or a known defect)."""
-    with known_defects("api-json-depth", "api-content-length"):
-        try:
-            return _parse_response(raw, "GET", "https://127.0.0.1:6443")
-        except KubeApiError:
-            return None
-    return None
 
 
 @inputs(2000)
@@ -197,29 +189,20 @@ def _api(raw: bytes) -> Optional[Tuple[int, Any]]:
     ),
     _endless,
     _pieces,
+    st.sampled_from([http.HEALTH_LIMIT, http.JSON_LIMIT]),
 )
-def test_every_reader_answers_within_bounds(case: Case, endless: bytes, pieces: List[int]) -> None:
+def test_every_response_is_read_within_bounds(
+    case: Case, endless: bytes, pieces: List[int], limit: int
+) -> None:
     raw, status, body, delimited = case
-    with known_defects("unbounded-body"):
-        verdict = _livez(ScriptedPeer(raw, pieces, endless))
-        ready = _readyz(ScriptedPeer(raw, pieces, endless))
-        api = _api(raw)
-        event(f"livez {verdict}")
-        if status is not None and body is not None and (delimited or not endless):
-            assert verdict == _verdict(status, body), (verdict, status, body[:20])
-            if not endless:
-                # /readyz takes at most 64 KiB in all; the API client 1 MiB.
-                assert ready == (status, body) or (ready is None and len(raw) > 64 * 1024)
-                assert api is not None and api[0] == status
-        event("kube api answered" if api is not None else "KubeApiError")
-
-
-@inputs(300)
-@given(st.integers(1, 200_000), st.sampled_from([b"[", b'{"a":']))
-def test_a_deeply_nested_api_body_is_an_answer_or_an_error(depth: int, opener: bytes) -> None:
-    body = opener * depth
-    raw = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-    _api(raw)
+    peer = ScriptedPeer(raw, pieces, endless)
+    response = _exchange(peer, limit)
+    event("Response" if response is not None else "NetError")
+    if status is not None and body is not None and (delimited or not endless):
+        if len(body) <= limit:
+            assert response == http.Response(status, body), (response, status, body[:20])
+        else:
+            assert response is None
 
 
 # -- through a real TLS peer --------------------------------------------------------
@@ -231,7 +214,22 @@ def tls_peer() -> Iterator[TlsScriptedPeer]:
         yield peer
 
 
-@inputs(1000)
+def _api(port: int) -> Optional[int]:
+    """The API client's status for GET /x from the peer, or None for KubeApiError."""
+    credentials = ApiCredentials(
+        kubeconfig="fuzz",
+        context="fuzz",
+        server=f"https://127.0.0.1:{port}",
+        insecure=True,
+        token="t",
+    )
+    try:
+        return KubeApiClient(credentials, timeout=5.0).request("GET", "/x")[0]
+    except KubeApiError:
+        return None
+
+
+@inputs(600)
 @given(st.one_of(well_formed(), any_response().map(lambda raw: (raw, None, None, False))))
 def test_responses_from_a_real_peer(tls_peer: TlsScriptedPeer, case: Case) -> None:
     raw, status, body, _ = case
@@ -240,5 +238,9 @@ def test_responses_from_a_real_peer(tls_peer: TlsScriptedPeer, case: Case) -> No
     assert result.cert is not None, result.error
     ready = verify.readyz("127.0.0.1", tls_peer.port, 5.0)
     if status is not None and body is not None:
-        assert result.livez == _verdict(status, body)
-        assert ready.ok == (status == 200 and body.strip() == b"ok")
+        small = len(body) <= http.HEALTH_LIMIT
+        assert result.livez == (livez_verdict(status, body) if small else "error")
+        assert ready.ok == (small and status == 200 and body.strip() == b"ok")
+    with known_defects("api-json-depth"):
+        api = _api(tls_peer.port)
+        assert status is None or api == status

@@ -6,7 +6,8 @@ failure fails the suite), and the day the fix lands it passes, which
 strict xfail turns into a failure, so whoever merges the fix removes the mark
 here and the defect's entry in fuzzing.KNOWN (from then on the harness fails
 on it too). The others pass: the config messages were fixed with the
-harnesses; issue 9 items 1, 4, 5, 7 and 14 (the parser part) by hardening.
+harnesses; issue 9 items 1, 4, 5, 7 and 14 (the parser part) by hardening;
+items 8 and 9 and the API client's Content-Length by net.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import select
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any, Dict, Tuple
 from unittest import mock
 
 import pytest
@@ -24,6 +26,7 @@ from builders import apiserver_process, probe_result, target_config
 from conftest import StandinFactory
 from cryptography.hazmat.primitives.asymmetric import ec
 from der import CN, CertSpec, certificate, key_pem, pem, time_field
+from faulty_peers import TlsScriptedPeer
 from test_fuzz_certificate import ServingPeer, _one_line_each
 from test_fuzz_http import ScriptedPeer
 from test_fuzz_kubeconfig import _loopback_only, _nested
@@ -33,9 +36,11 @@ from agent.config.durations import parse_utc_time
 from agent.config.loader import ConfigError, parse_config
 from agent.config.types import Thresholds
 from agent.judge.assess import assess
-from agent.kube.api import KubeApiClient, KubeApiError, _parse_response
-from agent.kube.kubeconfig import KubeconfigError, load_kubeconfig
+from agent.kube.api import KubeApiClient, KubeApiError
+from agent.kube.kubeconfig import ApiCredentials, KubeconfigError, load_kubeconfig
 from agent.model import LOOPBACK_SERVER_NAME, LoopbackCert, TargetFacts, TargetReport
+from agent.net import http
+from agent.net.tls import NetError
 from agent.observe import probe as probe_module
 from agent.observe.certificate import read_loopback_cert
 from agent.state.codec import decode_state, encode_state
@@ -44,7 +49,6 @@ from agent.state.records import AgentState, RestartRecord, target_state_from
 UTC = timezone.utc
 PATH = "/etc/kube-loopback-guard/config.toml"
 HARDENING = "issue 9 item {} (hardening): {}"
-NET_ITEM = "issue 9 item {} (net): {}"
 NET = "found by fuzzing (net owns the Kubernetes API client): {}"
 
 
@@ -182,9 +186,6 @@ def test_a_target_name_with_a_trailing_newline_is_refused() -> None:
 # -- issue 9 item 8: kubeconfig failures outside KubeconfigError -------------------
 
 
-@pytest.mark.xfail(
-    raises=RecursionError, strict=True, reason=NET_ITEM.format(8, "RecursionError escapes")
-)
 @pytest.mark.parametrize("flow", [True, False], ids=["json", "yaml"])
 def test_a_deeply_nested_kubeconfig_is_a_kubeconfig_error(flow: bool, tmp_path: Path) -> None:
     path = tmp_path / "config"
@@ -193,9 +194,6 @@ def test_a_deeply_nested_kubeconfig_is_a_kubeconfig_error(flow: bool, tmp_path: 
         load_kubeconfig(str(path))
 
 
-@pytest.mark.xfail(
-    raises=UnicodeEncodeError, strict=True, reason=NET_ITEM.format(8, "UnicodeEncodeError escapes")
-)
 def test_a_non_ascii_server_name_is_an_error_with_a_message(tmp_path: Path) -> None:
     document = {
         "apiVersion": "v1",
@@ -227,13 +225,18 @@ def test_a_non_ascii_server_name_is_an_error_with_a_message(tmp_path: Path) -> N
 # -- issue 9 item 9: an endless chunked body ----------------------------------------
 
 
-@pytest.mark.xfail(
-    raises=AssertionError, strict=True, reason=NET_ITEM.format(9, "a chunk size is trusted")
-)
 def test_an_endless_chunk_is_read_only_up_to_the_body_limit() -> None:
     head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFF\r\n"
     peer = ScriptedPeer(head, [], endless=b"x")
-    assert probe_module._check_livez(peer, "apiserver-loopback-client") == "error"  # type: ignore[arg-type]
+    with pytest.raises(NetError):
+        http.exchange(
+            peer,  # type: ignore[arg-type]
+            "GET",
+            "/livez?verbose",
+            host="apiserver-loopback-client",
+            accept="text/plain",
+            limit=http.HEALTH_LIMIT,
+        )
     assert peer.given < 1024 * 1024
 
 
@@ -270,23 +273,34 @@ def test_plan_at_the_ends_of_the_calendar_is_a_clean_answer(
     assert code in (0, 2, 3), capsys.readouterr()
 
 
-# -- new: the Kubernetes API client's response parser ------------------------------
+# -- found by fuzzing: the Kubernetes API client's answers, from a real peer ---------
+
+
+def _api_answer(response: bytes) -> Tuple[int, Dict[str, Any]]:
+    """The API client's answer to GET /x from a TLS peer on 127.0.0.1 that
+    sends `response`."""
+    with TlsScriptedPeer(response) as peer:
+        credentials = ApiCredentials(
+            kubeconfig="k",
+            context="c",
+            server=f"https://127.0.0.1:{peer.port}",
+            insecure=True,
+            token="t",
+        )
+        return KubeApiClient(credentials, timeout=5.0).request("GET", "/x")
 
 
 @pytest.mark.xfail(
-    raises=RecursionError, strict=True, reason=NET.format("json.loads raises RecursionError")
+    raises=RecursionError,
+    strict=True,
+    reason=NET.format("json.loads in KubeApiClient.request raises RecursionError"),
 )
 def test_a_deeply_nested_api_body_is_read_or_refused() -> None:
     body = b"[" * 100_000
-    raw = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
     with contextlib.suppress(KubeApiError):
-        _parse_response(raw, "GET", "https://127.0.0.1:6443")
+        _api_answer(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
 
 
-@pytest.mark.xfail(
-    raises=OverflowError, strict=True, reason=NET.format("http.client raises OverflowError")
-)
 def test_a_content_length_beyond_any_size_is_a_kube_api_error() -> None:
-    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n{}"
     with pytest.raises(KubeApiError):
-        _parse_response(raw, "GET", "https://127.0.0.1:6443")
+        _api_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n{}")
