@@ -45,6 +45,7 @@ from agent.report.metrics import write_metrics
 from agent.report.notify import Notifier
 from agent.report.output import systemd_status
 from agent.restart.restarter import Restarter
+from agent.schedule import READY_GRACE, Schedule
 from agent.state.records import (
     AgentState,
     TargetState,
@@ -59,6 +60,7 @@ from agent.timefmt import format_rfc3339
 
 _CHECK_DONE = 0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+FIRST_CHECK_RUNNING = "first check running"
 # A check slower than its probes' deadlines plus this is hung.
 _HUNG_MARGIN = 60.0
 
@@ -87,6 +89,7 @@ class Daemon:
         clock: Callable[[], datetime] = _utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         hung_margin: float = _HUNG_MARGIN,
+        ready_grace: float = READY_GRACE,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -96,12 +99,14 @@ class Daemon:
         self.clock = clock
         self.monotonic = monotonic
         self.hung_margin = hung_margin
+        self.ready_grace = ready_grace
         self.finder = ProcessFinder()
         self.node = socket.gethostname()
         # The last restart plan logged per target, so it is logged on change only.
         self.planned: Dict[str, str] = {}
         self.recheck_soon = False
         self.ready = False
+        self._announce_lock = threading.Lock()
         self.state = AgentState.empty()
         self._wake_w = -1
         self._status = "starting"
@@ -185,14 +190,17 @@ class Daemon:
                 )
         return systemd_status(report, self.restarts(report))
 
-    def announce(self, status: str) -> None:
+    def announce(self, status: str, early: bool = False) -> None:
         """READY=1 with the first status (once the first check is done, even if
-        a restart follows and takes minutes), STATUS= after that."""
-        if self.ready:
-            self.notifier.status(status)
-        else:
-            self.notifier.ready(status)
-            self.ready = True
+        a restart follows and takes minutes), STATUS= after that. `early`:
+        the first check is still running after the grace period; READY=1 now,
+        so a hung peer cannot exceed TimeoutStartSec."""
+        with self._announce_lock:
+            if not self.ready:
+                self.notifier.ready(status)
+                self.ready = True
+            elif not early:
+                self.notifier.status(status)
 
     def restarts(self, report: CheckReport) -> Dict[str, str]:
         """Decide for every target, restart at most one; return the restart
@@ -330,47 +338,36 @@ class Daemon:
             f"{', '.join(t.name for t in self.config.targets)} every {self.config.interval}",
             CONFIG_FILE=config_source(self.config),
         )
-        watchdog = self.notifier.watchdog_interval
-        now = self.monotonic()
-        next_check = now
-        next_ping = now
+        schedule = Schedule(
+            self.config.interval.total_seconds(),
+            self._check_budget(),
+            self.notifier.watchdog_interval,
+            self.monotonic(),
+            self.ready_grace,
+        )
         worker: Optional[threading.Thread] = None
         result: List[str] = []
-        started = 0.0
-        reload_pending = False
-        hung_reported = False
         while True:
-            now = self.monotonic()
-            if worker is None:
-                if reload_pending:
-                    reload_pending = False
-                    self.reload()
-                    self.notifier.ready(self._status)
-                    next_check = now
-                if now >= next_check:
-                    result = []
-                    worker = threading.Thread(
-                        target=self._worker, args=(result,), name="check", daemon=True
-                    )
-                    started = now
-                    worker.start()
-                    next_check = now + self.config.interval.total_seconds()
-            hung = worker is not None and now - started > self._check_budget()
-            if hung and not hung_reported:
-                hung_reported = True
-                message = f"check hung for {now - started:.0f}s; watchdog pings stopped"
+            tick = schedule.tick(self.monotonic())
+            if tick.reload:
+                self.reload()
+                self.notifier.ready(self._status)
+                schedule.configure(self.config.interval.total_seconds(), self._check_budget())
+            if tick.start_check:
+                result = []
+                worker = threading.Thread(
+                    target=self._worker, args=(result,), name="check", daemon=True
+                )
+                worker.start()
+            if tick.ready:
+                self.announce(FIRST_CHECK_RUNNING, early=True)
+            if tick.hung_for is not None:
+                message = f"check hung for {tick.hung_for:.0f}s; watchdog pings stopped"
                 self.journal.send(message, PRIORITY_CRIT, {})
                 self.notifier.status(message)
-            if watchdog is not None and not hung and now >= next_ping:
+            if tick.ping:
                 self.notifier.watchdog()
-                next_ping = now + watchdog
-            waits = []
-            if worker is None:
-                waits.append(next_check - now)
-            if watchdog is not None and not hung:
-                waits.append(next_ping - now)
-            timeout = max(0.0, min(waits)) if waits else None
-            readable, _, _ = select.select([wake_r], [], [], timeout)
+            readable, _, _ = select.select([wake_r], [], [], tick.wait)
             if not readable:
                 continue
             try:
@@ -382,15 +379,14 @@ class Daemon:
                 self.log_plain(EventKind.AGENT_STOPPING, PRIORITY_INFO, "stopping on signal")
                 return 0
             if signal.SIGHUP in wakes:
-                reload_pending = True
+                schedule.request_reload()
             if _CHECK_DONE in wakes and worker is not None:
                 # The byte is the worker's last act; it may not have exited
                 # yet, so wait for it rather than ask is_alive() (a race).
                 worker.join()
                 worker = None
-                hung_reported = False
                 self._status = result[0] if result else "check failed"
-                if self.recheck_soon:  # show the restarted apiserver's new certificate
-                    self.recheck_soon = False
-                    next_check = min(next_check, now + 5.0)
+                schedule.check_done(self.monotonic(), self.recheck_soon)
+                self.recheck_soon = False
                 self.announce(self._status)
+                schedule.ready_sent()
