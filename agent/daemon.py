@@ -44,18 +44,18 @@ from agent.report.journal import Journal
 from agent.report.metrics import write_metrics
 from agent.report.notify import Notifier
 from agent.report.output import systemd_status
-from agent.restart.restarter import Restarter
+from agent.report.problems import Problems
+from agent.report.problems import describe as _says
 from agent.schedule import READY_GRACE, Schedule
+from agent.state.keeper import StateKeeper
 from agent.state.records import (
     AgentState,
     TargetState,
     last_restart,
     learned_lifetime,
     process_record,
-    settle_future,
     target_state_from,
 )
-from agent.state.store import load_state, update_state
 from agent.timefmt import format_rfc3339
 
 _CHECK_DONE = 0
@@ -107,24 +107,19 @@ class Daemon:
         self.recheck_soon = False
         self.ready = False
         self._announce_lock = threading.Lock()
-        self.state = AgentState.empty()
+        self.keeper = StateKeeper(config.state_dir)
+        self.problems = Problems(journal, clock)
         self._wake_w = -1
         self._status = "starting"
-        self._last_problem: Dict[str, str] = {}
 
     # --- journal -------------------------------------------------------------
 
     def log_plain(self, kind: EventKind, priority: int, message: str, **fields: object) -> None:
         send_event(self.journal, kind, priority, message, **fields)
 
-    def problem(self, key: str, message: str, priority: int = PRIORITY_ERR) -> None:
-        """Log a recurring I/O problem once, not once per interval."""
-        if self._last_problem.get(key) != message:
-            self._last_problem[key] = message
-            self.journal.send(message, priority, {})
-
-    def solved(self, key: str) -> None:
-        self._last_problem.pop(key, None)
+    @property
+    def state(self) -> AgentState:
+        return self.keeper.state
 
     # --- one check -----------------------------------------------------------
 
@@ -132,63 +127,87 @@ class Daemon:
         return learned_lifetime(self.state.targets.get(target), process_record(process))
 
     def check_cycle(self) -> str:
-        """Check every target, tell the journal what changed, save the state,
-        write the metrics; return the STATUS= text."""
+        """Check every target, tell the journal what changed, keep the state
+        (written when it changed), write the metrics; return the STATUS= text.
+
+        A failure while reporting or restarting one target is that target's
+        outcome: the others are still reported, restarted and written."""
         config = self.config
+        self._state_message(self.keeper.refresh(self.clock()))
         report = run_check(
             config.targets, config.thresholds, self.finder, self.probe, self.clock, self.learned
         )
         targets: Dict[str, TargetState] = {}
         for item in report.targets:
-            previous = self.state.targets.get(item.target.name)
-            alerted = Alerted(
-                previous.last_alert_state if previous else None,
-                previous.last_alert_at if previous else None,
-            )
-            events, alerted = target_events(
-                item,
-                previous.state if previous else None,
-                previous.probe_error if previous else None,
-                alerted,
-                report.checked_at,
-            )
-            for event in events:
-                event.send(self.journal)
-            targets[item.target.name] = replace(
-                target_state_from(item, previous, checked_at=report.checked_at),
-                last_alert_state=alerted.state,
-                last_alert_at=alerted.at,
-            )
-        self.state = replace(self.state, targets=targets)
-        try:
-            # Read-modify-write under a lock: the restart history on disk may
-            # have grown (the `restart` verb), and is kept as it is there.
-            moved: List[str] = []
-
-            def change(state: AgentState) -> AgentState:
-                settled, notes = settle_future(replace(state, targets=targets), report.checked_at)
-                moved[:] = notes
-                return settled
-
-            self.state, message = update_state(config.state_dir, change, report.checked_at)
-            if message:
-                self.journal.send(message, PRIORITY_ERR, {})
-            for note in moved:
-                self.journal.send(note, PRIORITY_WARNING, {})
-            self.solved("state")
-        except OSError as error:
-            self.problem("state", f"cannot save state in {config.state_dir}: {error}")
-        if config.metrics.textfile:
+            name = item.target.name
             try:
-                write_metrics(config.metrics.textfile, report)
-                self.solved("metrics")
-            except OSError as error:
-                self.problem(
-                    "metrics",
-                    f"cannot write metrics to {config.metrics.textfile}: {error}",
-                    PRIORITY_WARNING,
+                targets[name] = self.record(item, report.checked_at)
+                self.problems.solved(f"report {name}")
+            except Exception as error:
+                self.problems.report(
+                    f"report {name}", error, f"{name}: cannot report the check: {_says(error)}"
                 )
+                previous = self.state.targets.get(name)
+                if previous is not None:
+                    targets[name] = previous
+        self.save(targets, report.checked_at)
+        self.write_metrics(report)
         return systemd_status(report, self.restarts(report))
+
+    def record(self, item: TargetReport, checked_at: datetime) -> TargetState:
+        """Log what changed for one target; return its new state."""
+        previous = self.state.targets.get(item.target.name)
+        alerted = Alerted(
+            previous.last_alert_state if previous else None,
+            previous.last_alert_at if previous else None,
+        )
+        events, alerted = target_events(
+            item,
+            previous.state if previous else None,
+            previous.probe_error if previous else None,
+            alerted,
+            checked_at,
+        )
+        for event in events:
+            event.send(self.journal)
+        return replace(
+            target_state_from(item, previous, checked_at=checked_at),
+            last_alert_state=alerted.state,
+            last_alert_at=alerted.at,
+        )
+
+    def save(self, targets: Dict[str, TargetState], now: datetime) -> None:
+        state_dir = self.config.state_dir
+        try:
+            message, notes = self.keeper.save(targets, now)
+            self._state_message(message)
+            for note in notes:
+                self.journal.send(note, PRIORITY_WARNING, {})
+            self.problems.solved("state", f"state saved in {state_dir} again")
+        except OSError as error:
+            self.problems.report(
+                "state", error, f"cannot save state in {state_dir}: {_says(error)}"
+            )
+
+    def _state_message(self, message: Optional[str]) -> None:
+        if message:
+            self.journal.send(message, PRIORITY_ERR, {})
+
+    def write_metrics(self, report: CheckReport) -> None:
+        textfile = self.config.metrics.textfile
+        if not textfile:
+            return
+        try:
+            write_metrics(textfile, report)
+            self.problems.solved("metrics", f"metrics written to {textfile} again")
+        except OSError as error:
+            # The error names a random temp file: the kind is what counts.
+            self.problems.report(
+                "metrics",
+                error,
+                f"cannot write metrics to {textfile}: {error.strerror or _says(error)}",
+                PRIORITY_WARNING,
+            )
 
     def announce(self, status: str, early: bool = False) -> None:
         """READY=1 with the first status (once the first check is done, even if
@@ -223,23 +242,43 @@ class Daemon:
         self.announce(systemd_status(report, {d.target: d.status for d in decisions if d.status}))
         for item, decision in zip(report.targets, decisions):
             name = item.target.name
-            if decision.restart and not acted:
-                acted = True
-                outcome = Restarter(
-                    self.config, self.journal, self.probe, self.node, self.clock
-                ).run(item, decision)
-                texts[name] = outcome.status
-                self.planned.pop(name, None)
-                if outcome.acted:
-                    self.recheck_soon = True
-                continue
-            if decision.restart:
-                decision = replace(
-                    decision, restart=False, message="restart waits: one restart at a time"
+            try:
+                if decision.restart and not acted:
+                    acted = True
+                    texts[name] = self.restart(item, decision)
+                    continue
+                if decision.restart:
+                    decision = replace(
+                        decision, restart=False, message="restart waits: one restart at a time"
+                    )
+                texts[name] = decision.status
+                self.note_plan(item, decision)
+                self.problems.solved(f"restart {name}")
+            except Exception as error:  # this target's outcome; the others go on
+                texts[name] = f"restart error: {_says(error)}"
+                self.problems.report(
+                    f"restart {name}",
+                    error,
+                    f"{name}: restart error: {_says(error)}",
+                    PRIORITY_CRIT,
                 )
-            texts[name] = decision.status
-            self.note_plan(item, decision)
         return texts
+
+    def restart(self, item: TargetReport, decision: RestartDecision) -> str:
+        """Restart one target; return its part of STATUS=."""
+        # Imported here: the restart machinery is not needed (nor its memory
+        # paid) while restarts are disabled, the default.
+        from agent.restart.restarter import Restarter
+
+        name = item.target.name
+        self.planned.pop(name, None)
+        outcome = Restarter(self.config, self.journal, self.probe, self.node, self.clock).run(
+            item, decision
+        )
+        if outcome.acted:
+            self.recheck_soon = True
+        self.problems.solved(f"restart {name}")
+        return outcome.status
 
     def note_plan(self, item: TargetReport, decision: RestartDecision) -> None:
         """Log the restart plan when it changes, never once per interval."""
@@ -263,9 +302,10 @@ class Daemon:
     def _worker(self, result: List[str]) -> None:
         try:
             result.append(self.check_cycle())
+            self.problems.solved("check", "checks work again")
         except Exception as error:  # the check's state turns unknown, the daemon lives
-            message = f"check failed: {type(error).__name__}: {error}"
-            self.journal.send(message, PRIORITY_ERR, {})
+            message = f"check failed: {_says(error)}"
+            self.problems.report("check", error, message)
             result.append(message)
         finally:
             with contextlib.suppress(OSError):
@@ -298,9 +338,8 @@ class Daemon:
         )
 
     def load_state(self, state_dir: str) -> None:
-        self.state, message = load_state(state_dir, self.clock())
-        if message:
-            self.journal.send(message, PRIORITY_ERR, {})
+        self.keeper = StateKeeper(state_dir)
+        self._state_message(self.keeper.load(self.clock()))
 
     # --- the loop --------------------------------------------------------------
 
