@@ -24,7 +24,8 @@ from typing import Callable, Dict, List, Optional
 
 from agent import __version__
 from agent.check import ProbeFunction, run_check
-from agent.config.loader import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from agent.config import DEFAULT_CONFIG_PATH
+from agent.config.loader import ConfigError, load_config
 from agent.config.types import Config
 from agent.judge.decide import Reason, RestartDecision, decide
 from agent.model import ApiserverProcess, CheckReport, TargetReport
