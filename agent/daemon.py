@@ -20,14 +20,13 @@ import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from types import FrameType
-from typing import Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
 from agent import __version__
 from agent.check import ProbeFunction, run_check
 from agent.config import DEFAULT_CONFIG_PATH
 from agent.config.loader import ConfigError, load_config
 from agent.config.types import Config
-from agent.judge.decide import Reason, RestartDecision, decide
 from agent.model import ApiserverProcess, CheckReport, TargetReport
 from agent.observe.discover import ProcessFinder
 from agent.report.events import (
@@ -58,6 +57,9 @@ from agent.state.records import (
     target_state_from,
 )
 from agent.timefmt import format_rfc3339
+
+if TYPE_CHECKING:
+    from agent.judge.decide import RestartDecision
 
 _CHECK_DONE = 0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -226,6 +228,11 @@ class Daemon:
         """Decide for every target, restart at most one; return the restart
         part of STATUS= per target."""
         policy = self.config.restart
+        if not policy.enabled:  # the default: no decision to make, no window machinery loaded
+            self.announce(systemd_status(report))
+            return {}
+        from agent.judge.decide import decide
+
         texts: Dict[str, str] = {}
         acted = False
         now = self.clock()
@@ -289,6 +296,8 @@ class Daemon:
         self.planned[name] = decision.message
         if not decision.status:  # disabled, not due: nothing to say
             return
+        from agent.judge.decide import Reason
+
         waiting = decision.reason in (Reason.UNKNOWN_EXPIRY, Reason.TOO_SOON)
         opening = decision.next_opening
         self.log_plain(
