@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import select
 import signal
 import socket
@@ -229,7 +230,6 @@ class Daemon:
         part of STATUS= per target."""
         policy = self.config.restart
         if not policy.enabled:  # the default: no decision to make, no window machinery loaded
-            self.announce(systemd_status(report))
             return {}
         from agent.judge.decide import decide
 
@@ -308,6 +308,12 @@ class Daemon:
             RESTART_REASON=decision.reason.value,
             RESTART_AT=format_rfc3339(opening.start) if opening else None,
         )
+
+    def _serve(self, requests: queue.SimpleQueue[List[str]]) -> None:
+        """The check thread: one for the daemon's life (a thread per check
+        costs more CPU than the rest of the daemon's own work)."""
+        while True:
+            self._worker(requests.get())
 
     def _worker(self, result: List[str]) -> None:
         try:
@@ -394,7 +400,9 @@ class Daemon:
             self.monotonic(),
             self.ready_grace,
         )
-        worker: Optional[threading.Thread] = None
+        requests: queue.SimpleQueue[List[str]] = queue.SimpleQueue()
+        worker = threading.Thread(target=self._serve, args=(requests,), name="check", daemon=True)
+        worker.start()
         result: List[str] = []
         while True:
             tick = schedule.tick(self.monotonic())
@@ -404,10 +412,7 @@ class Daemon:
                 schedule.configure(self.config.interval.total_seconds(), self._check_budget())
             if tick.start_check:
                 result = []
-                worker = threading.Thread(
-                    target=self._worker, args=(result,), name="check", daemon=True
-                )
-                worker.start()
+                requests.put(result)
             if tick.ready:
                 self.announce(FIRST_CHECK_RUNNING, early=True)
             if tick.hung_for is not None:
@@ -429,11 +434,9 @@ class Daemon:
                 return 0
             if signal.SIGHUP in wakes:
                 schedule.request_reload()
-            if _CHECK_DONE in wakes and worker is not None:
-                # The byte is the worker's last act; it may not have exited
-                # yet, so wait for it rather than ask is_alive() (a race).
-                worker.join()
-                worker = None
+            if _CHECK_DONE in wakes:
+                # The byte is the worker's last act for this check: `result`
+                # is complete, and the next check starts only after this.
                 self._status = result[0] if result else "check failed"
                 schedule.check_done(self.monotonic(), self.recheck_soon)
                 self.recheck_soon = False

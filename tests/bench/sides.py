@@ -69,6 +69,22 @@ def start_standin(processes: Processes, expires_in: str = "40d") -> int:
     return int(line.rsplit(":", 1)[1])
 
 
+# Our own stand-in for the apiserver process, under a name no other process on
+# the machine has (a test suite elsewhere may run processes named
+# kube-apiserver): discovery then finds exactly one, every time.
+APISERVER_NAME = "kube-bench-api"
+
+
+def start_named_process(processes: Processes, directory: str) -> str:
+    """Start `sleep` under APISERVER_NAME (its comm and argv[0]); return the name."""
+    link = os.path.join(directory, APISERVER_NAME)
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    os.symlink(sleep, link)
+    processes.start([link, "3600"], stdout=subprocess.DEVNULL)
+    return APISERVER_NAME
+
+
 def rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as handle:
         for line in handle:
@@ -223,7 +239,7 @@ def check_ssl_cert(port: int) -> Optional[Sample]:
     if not os.access(path, os.X_OK):
         return None
     argv = [path, "-H", "127.0.0.1", "-p", str(port), "--sni", SNI, "-A", "--ignore-sct"]
-    return working([*argv, "-w", "60", "-c", "14"], "SSL_CERT WARNING")
+    return working([*argv, "-w", "60", "-c", "14"], "days_chain_elem1=")
 
 
 BLACKBOX_CONFIG = f"""modules:
