@@ -415,8 +415,8 @@ def test_inside_a_window_exactly_one_restart(
     )
     assert api.wait_for_child(other_than=old) != old
     # Later checks see the new certificate, and min_interval holds off another.
-    agent.notify.wait_for(lambda m: "restart held" in m.get("STATUS", ""), timeout=30)
-    time.sleep(3)
+    held = agent.notify.wait_for(lambda m: "restart held" in m.get("STATUS", ""), timeout=30)
+    wait_checks(agent, 1, after=held, restarts=True)  # and another check holds off too
     assert len(api.exits()) == 1
     assert len(agent.with_id(EventKind.RESTART_STARTED)) == 1
     succeeded = agent.with_id(EventKind.RESTART_SUCCEEDED)
