@@ -34,7 +34,6 @@ from agent.report.events import (
     PRIORITY_CRIT,
     PRIORITY_ERR,
     PRIORITY_INFO,
-    PRIORITY_NOTICE,
     PRIORITY_WARNING,
     Alerted,
     EventKind,
@@ -52,15 +51,13 @@ from agent.state.keeper import StateKeeper
 from agent.state.records import (
     AgentState,
     TargetState,
-    last_restart,
     learned_lifetime,
     process_record,
     target_state_from,
 )
-from agent.timefmt import format_rfc3339
 
 if TYPE_CHECKING:
-    from agent.judge.decide import RestartDecision
+    from agent.restart.cycle import RestartRound
 
 _CHECK_DONE = 0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -106,8 +103,7 @@ class Daemon:
         self.ready_grace = ready_grace
         self.finder = ProcessFinder()
         self.node = socket.gethostname()
-        # The last restart plan logged per target, so it is logged on change only.
-        self.planned: Dict[str, str] = {}
+        self.restart_round: Optional[RestartRound] = None
         self.recheck_soon = False
         self.ready = False
         self._announce_lock = threading.Lock()
@@ -228,86 +224,22 @@ class Daemon:
     def restarts(self, report: CheckReport) -> Dict[str, str]:
         """Decide for every target, restart at most one; return the restart
         part of STATUS= per target."""
-        policy = self.config.restart
-        if not policy.enabled:  # the default: no decision to make, no window machinery loaded
+        if not self.config.restart.enabled:  # the default: no restart machinery loaded
             return {}
-        from agent.judge.decide import decide
+        from agent.restart.cycle import RestartRound
 
-        texts: Dict[str, str] = {}
-        acted = False
-        now = self.clock()
-        decisions = [
-            decide(
-                item.assessment,
-                policy,
-                last_restart(self.state, item.target.name, now),
-                self.node,
-                now,
-            )
-            for item in report.targets
-        ]
-        # Say what we saw before acting: a restart can take ready_timeout.
-        self.announce(systemd_status(report, {d.target: d.status for d in decisions if d.status}))
-        for item, decision in zip(report.targets, decisions):
-            name = item.target.name
-            try:
-                if decision.restart and not acted:
-                    acted = True
-                    texts[name] = self.restart(item, decision)
-                    continue
-                if decision.restart:
-                    decision = replace(
-                        decision, restart=False, message="restart waits: one restart at a time"
-                    )
-                texts[name] = decision.status
-                self.note_plan(item, decision)
-                self.problems.solved(f"restart {name}")
-            except Exception as error:  # this target's outcome; the others go on
-                texts[name] = f"restart error: {_says(error)}"
-                self.problems.report(
-                    f"restart {name}",
-                    error,
-                    f"{name}: restart error: {_says(error)}",
-                    PRIORITY_CRIT,
-                )
+        if self.restart_round is None:
+            self.restart_round = RestartRound(self.journal, self.problems, self.node)
+        texts, acted = self.restart_round.run(
+            report,
+            self.config,
+            self.state,
+            self.probe,
+            self.clock,
+            lambda restart: self.announce(systemd_status(report, restart)),
+        )
+        self.recheck_soon = self.recheck_soon or acted
         return texts
-
-    def restart(self, item: TargetReport, decision: RestartDecision) -> str:
-        """Restart one target; return its part of STATUS=."""
-        # Imported here: the restart machinery is not needed (nor its memory
-        # paid) while restarts are disabled, the default.
-        from agent.restart.restarter import Restarter
-
-        name = item.target.name
-        self.planned.pop(name, None)
-        outcome = Restarter(self.config, self.journal, self.probe, self.node, self.clock).run(
-            item, decision
-        )
-        if outcome.acted:
-            self.recheck_soon = True
-        self.problems.solved(f"restart {name}")
-        return outcome.status
-
-    def note_plan(self, item: TargetReport, decision: RestartDecision) -> None:
-        """Log the restart plan when it changes, never once per interval."""
-        name = item.target.name
-        if self.planned.get(name) == decision.message:
-            return
-        self.planned[name] = decision.message
-        if not decision.status:  # disabled, not due: nothing to say
-            return
-        from agent.judge.decide import Reason
-
-        waiting = decision.reason in (Reason.UNKNOWN_EXPIRY, Reason.TOO_SOON)
-        opening = decision.next_opening
-        self.log_plain(
-            EventKind.RESTART_BLOCKED if waiting else EventKind.RESTART_PLANNED,
-            PRIORITY_WARNING if waiting else PRIORITY_NOTICE,
-            f"{name}: {decision.message}",
-            TARGET=name,
-            RESTART_REASON=decision.reason.value,
-            RESTART_AT=format_rfc3339(opening.start) if opening else None,
-        )
 
     def _serve(self, requests: queue.SimpleQueue[List[str]]) -> None:
         """The check thread: one for the daemon's life (a thread per check
