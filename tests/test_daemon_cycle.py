@@ -102,14 +102,22 @@ def test_a_metrics_write_error_is_logged_once_not_per_interval(
     assert len(matching(stream, "cannot write metrics")) == 1
 
 
-def test_a_failing_check_is_logged_once_with_each_cycle_saying_so(tmp_path: Path) -> None:
+def test_a_failing_check_is_logged_once_with_each_cycle_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injected: a probe that raises is already that target's UNKNOWN
+    (agent.check), so the whole check raising stands for any bug outside one
+    target's check; its words differ every time, as a peer's would."""
+    import agent.daemon
+
     calls = [0]
 
-    def exploding(host: str, port: int, server_name: str, timeout: float) -> ProbeResult:
+    def exploding(*args: Any, **kwargs: Any) -> Any:
         calls[0] += 1
         raise RuntimeError(f"boom number {calls[0]}\nSTATUS=injected")
 
-    daemon, stream, clock = make_daemon(tmp_path, [1], probe_function=exploding)
+    monkeypatch.setattr(agent.daemon, "run_check", exploding)
+    daemon, stream, clock = make_daemon(tmp_path, [1])
     statuses = cycles(daemon, clock, 3)
     assert calls[0] == 3
     assert [s.split(" number")[0] for s in statuses] == ["check failed: RuntimeError: boom"] * 3

@@ -17,6 +17,7 @@ from typing import Callable, Dict, Optional
 
 from agent.report.events import PRIORITY_ERR, PRIORITY_INFO, REMINDER_EVERY
 from agent.report.journal import Journal
+from agent.text import one_line
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,10 @@ def signature(error: BaseException) -> str:
 
 
 def describe(error: BaseException) -> str:
-    """Given an exception, return it as one bounded line: type and words."""
-    # Its words may be a peer's: no line breaks or control characters.
-    words = "".join(c if c.isprintable() else " " for c in str(error))
-    text = " ".join(words.split())[:300]
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    """Given an exception, return it as one bounded line: type and words (its
+    words may be a peer's: `agent.text.one_line` escapes them)."""
+    text = str(error)
+    return one_line(f"{type(error).__name__}: {text}" if text else type(error).__name__)
 
 
 def should_log(seen: Optional[Seen], sig: str, now: datetime) -> bool:
