@@ -115,3 +115,18 @@ def test_a_failed_write_keeps_the_state_in_memory_and_is_retried(tmp_path: Path)
     later = T0 + timedelta(minutes=5)
     keeper.save({"api": replace(target(later))}, later)
     assert read_state(str(blocker)).targets["api"].checked_at == later
+
+
+def test_a_time_ahead_of_the_clock_is_settled_said_once_and_written(tmp_path: Path) -> None:
+    keeper = StateKeeper(str(tmp_path))
+    keeper.load(T0)
+    keeper.save({"api": target(T0)}, T0)
+    ahead = RestartRecord("api", T0 + timedelta(days=30), "done", "succeeded", None, None, "")
+    update_state(str(tmp_path), lambda s: add_restart(s, ahead), T0)  # before a clock step
+    later = T0 + timedelta(minutes=5)
+    keeper.refresh(later)
+    message, notes = keeper.save({"api": target(later)}, later)
+    assert message is None and len(notes) == 1 and "ahead of the clock" in notes[0]
+    assert read_state(str(tmp_path)).restarts[0].at == later  # saved as now
+    keeper.refresh(later)
+    assert keeper.save({"api": target(later)}, later + timedelta(minutes=5)) == (None, ())
