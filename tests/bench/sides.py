@@ -124,13 +124,10 @@ def handshake(port: int) -> Sample:
 
 
 def handshake_livez(port: int) -> Sample:
-    """The handshake plus the GET of the upstream livez check on the same
+    """The handshake plus the GET of /livez?verbose (what our probe reads) on the same
     connection, read to the end: the least any probe of ours must do."""
     context = _context()
-    request = (
-        f"GET /livez/loopback-serving-certificate HTTP/1.1\r\nHost: {SNI}\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode()
+    request = (f"GET /livez?verbose HTTP/1.1\r\nHost: {SNI}\r\nConnection: close\r\n\r\n").encode()
 
     def sample() -> None:
         with (
