@@ -6,11 +6,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Optional
 
-import psutil
 import pytest
 from conftest import Spawn, StandinFactory, _unique_name
 
-from agent.check import assumed_lifetime, resolve_endpoint, run_check
+from agent.check import assumed_lifetime, probe_addresses, resolve_endpoint, run_check
 from agent.config.types import TargetConfig, Thresholds
 from agent.model import ApiserverProcess, State
 from agent.observe.discover import ProcessFinder
@@ -49,7 +48,8 @@ def process(port: Optional[int], bind: Optional[str]) -> ApiserverProcess:
         (target(), None, ("127.0.0.1", 6443)),
         (target(), process(8443, None), ("127.0.0.1", 8443)),
         (target(), process(6443, "0.0.0.0"), ("127.0.0.1", 6443)),
-        (target(), process(6443, "::"), ("127.0.0.1", 6443)),
+        # Issue 8.12: "::" probes ::1 first (then 127.0.0.1, see probe_addresses).
+        (target(), process(6443, "::"), ("::1", 6443)),
         (target(), process(6443, "10.0.0.5"), ("10.0.0.5", 6443)),
         (target(), process(6443, "fd00::5"), ("fd00::5", 6443)),
         (target(host="::1", port=7443), process(8443, "10.0.0.5"), ("::1", 7443)),
@@ -60,6 +60,59 @@ def test_resolve_endpoint(
     config: TargetConfig, found: Optional[ApiserverProcess], expected: tuple[str, int]
 ) -> None:
     assert resolve_endpoint(config, found) == expected
+
+
+@pytest.mark.parametrize(
+    ("config", "found", "expected"),
+    [
+        (target(), process(6443, "::"), (("::1", "127.0.0.1"), 6443)),
+        (target(), process(6443, "0.0.0.0"), (("127.0.0.1",), 6443)),
+        (target(), process(6443, None), (("127.0.0.1",), 6443)),
+        (target(kind="k3s"), None, (("127.0.0.1", "::1"), 6444)),
+        (target(kind="microk8s"), None, (("127.0.0.1",), 16443)),
+        (target(host="10.0.0.1"), process(6443, "::"), (("10.0.0.1",), 6443)),
+    ],
+)
+def test_probe_addresses(
+    config: TargetConfig,
+    found: Optional[ApiserverProcess],
+    expected: tuple[tuple[str, ...], int],
+) -> None:
+    assert probe_addresses(config, found) == expected
+
+
+def test_wildcard_v6_bind_falls_back_to_127_0_0_1(spawn: Spawn, standin: StandinFactory) -> None:
+    # Issue 8.12: --bind-address=:: probes ::1 first; where nothing answers
+    # there (the stand-in listens on 127.0.0.1 only), 127.0.0.1 within the
+    # same deadline.
+    name = _unique_name()
+    api = standin(expires_in=timedelta(days=30))
+    spawn(name, f"--secure-port={api.port}", "--bind-address=::")
+    report = run_check([target(process_name=name)], THRESHOLDS, ProcessFinder(), probe, _now)
+    (item,) = report.targets
+    assert item.facts.probe is not None
+    assert (item.facts.probe.host, item.facts.probe.port) == ("127.0.0.1", api.port)
+    assert item.assessment.source == "probe"
+
+
+def test_process_on_another_port_is_noted_not_adopted(
+    spawn: Spawn, standin: StandinFactory
+) -> None:
+    # Issue 8.12: the target's port is set and the only process of the name
+    # serves another: the probe's answer stands alone and a note says why.
+    name = _unique_name()
+    api = standin(expires_in=timedelta(days=30))
+    child = spawn(name, "--secure-port=1")
+    report = run_check(
+        [target(process_name=name, port=api.port)], THRESHOLDS, ProcessFinder(), probe, _now
+    )
+    (item,) = report.targets
+    assert item.facts.process is None
+    assert item.assessment.source == "probe"
+    assert any(
+        f"PID {child.pid} on 1" in note and "not this target's" in note
+        for note in item.assessment.notes
+    )
 
 
 def test_assumed_lifetime() -> None:
@@ -98,14 +151,16 @@ def test_certificate_made_at_process_start_cross_checks_clean(
     spawn: Spawn, standin: StandinFactory
 ) -> None:
     name = _unique_name()
-    port_holder = standin(expires_in=timedelta(days=200))
-    child = spawn(name, f"--secure-port={port_holder.port}")
-    started = datetime.fromtimestamp(psutil.Process(child.pid).create_time(), tz=timezone.utc)
-    api = standin(started_at=started, lifetime=timedelta(days=1096))
+    # Generated now, as at an apiserver's start; the child starts within
+    # seconds, far inside the cross-check's ten minutes.
+    api = standin(started_at=_now(), lifetime=timedelta(days=1096))
+    child = spawn(name, f"--secure-port={api.port}")
     report = run_check(
         [target(process_name=name, port=api.port)], THRESHOLDS, ProcessFinder(), probe, _now
     )
     (item,) = report.targets
+    assert item.facts.process is not None
+    assert item.facts.process.pid == child.pid
     assert item.assessment.notes == ()
     assert item.assessment.lifetime == timedelta(days=1096)
     assert item.assessment.state is State.OK

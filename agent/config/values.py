@@ -197,6 +197,10 @@ KINDS: Dict[str, Callable[[Any], Any]] = {
     "target-names": target_names,
     "days": days,
     "peer-urls": peer_urls,
-    "restart-method": _choice("systemd", "static-pod", "command"),
+    "restart-method": _choice("systemd", "static-pod", "command", "signal", "auto"),
+    "target-kind": _choice(
+        "auto", "kubeadm", "k3s", "microk8s", "k0s", "openshift", "aggregated", "pod"
+    ),
+    "process-names": target_names,
     "when-expired": _choice("immediately", "window"),
 }

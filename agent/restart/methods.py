@@ -13,13 +13,13 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import psutil
 
-from agent.model import ApiserverProcess
+from agent.model import ApiserverProcess, same_process
 from agent.report.output import rfc3339
 from agent.restart.runner import run_command, run_hook
 
@@ -144,7 +144,7 @@ def _identity_problem(process: ApiserverProcess) -> Optional[str]:
         return f"PID {pid} is gone"
     except psutil.AccessDenied:
         return f"not permitted to read PID {pid}"
-    if started != process.started_at:
+    if not same_process(replace(process, started_at=started), process):
         return (
             f"PID {pid} is another process now (started {rfc3339(started)}, "
             f"not {rfc3339(process.started_at)})"
