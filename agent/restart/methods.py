@@ -23,7 +23,14 @@ from agent.model import ApiserverProcess, same_process
 from agent.report.output import rfc3339
 from agent.restart.runner import run_command, run_hook
 
-__all__ = ["MethodResult", "restart_command", "restart_static_pod", "restart_systemd"]
+__all__ = [
+    "MethodResult",
+    "restart_command",
+    "restart_signal",
+    "restart_static_pod",
+    "restart_systemd",
+    "shape_method",
+]
 
 # crictl inspect prints the whole OCI runtime spec; it must be read whole.
 _INSPECT_LIMIT = 4 * 1024 * 1024
@@ -93,6 +100,43 @@ def restart_static_pod(
     if tool is None:
         return _terminate(process)
     return _stop_container(process, tool, runtime_endpoint, container_name or process.name, timeout)
+
+
+# method "auto": each shape's own way (README, "Distributions"). k3s and
+# MicroK8s embed the apiserver in one service; k0s's supervisor respawns a
+# SIGTERMed kube-apiserver; kubelet starts a static pod's container again.
+_SHAPE_METHODS: Mapping[str, Tuple[str, str]] = {
+    "k3s": ("systemd", "k3s"),
+    "microk8s": ("systemd", "snap.microk8s.daemon-kubelite"),
+    "k0s": ("signal", ""),
+    "kubeadm": ("static-pod", ""),
+    "openshift": ("static-pod", ""),
+    "aggregated": ("static-pod", ""),
+}
+NOT_RESTARTABLE = "not-restartable"
+
+
+def shape_method(method: str, unit: str, kind: str) -> Tuple[str, str]:
+    """Given the configured method and unit and the target's kind, return the
+    method and unit to use.
+
+    An apiserver in another network namespace (kind "pod", a hosted control
+    plane) is never restarted from the node, whatever the method: its
+    management cluster rolls it out. Method "auto" takes the shape's way; a
+    process found by name only (kind "") falls back to the configured unit.
+    """
+    if kind == "pod":
+        return NOT_RESTARTABLE, ""
+    if method != "auto":
+        return method, unit
+    return _SHAPE_METHODS.get(kind, ("systemd", unit))
+
+
+def restart_signal(process: ApiserverProcess) -> MethodResult:
+    """Given the running apiserver, send it SIGTERM if its PID is still that
+    process (start time and name); for supervisors that respawn it, as k0s
+    does. Return how it went."""
+    return _terminate(process)
 
 
 def _terminate(process: ApiserverProcess) -> MethodResult:

@@ -31,7 +31,15 @@ from agent.report.events import (
     send_event,
 )
 from agent.report.journal import Journal
-from agent.restart.methods import MethodResult, restart_command, restart_static_pod, restart_systemd
+from agent.restart.methods import (
+    NOT_RESTARTABLE,
+    MethodResult,
+    restart_command,
+    restart_signal,
+    restart_static_pod,
+    restart_systemd,
+    shape_method,
+)
 from agent.restart.runner import run_hook
 from agent.restart.verify import ReadyzResult, Verification, readyz, readyz_url, verify_restart
 from agent.state.records import RestartRecord, add_restart, finish_restart
@@ -127,13 +135,24 @@ class Restarter:
 
     # --- the method ------------------------------------------------------------
 
-    def method(self, process: Optional[ApiserverProcess], env: Dict[str, str]) -> MethodResult:
+    def method(
+        self, process: Optional[ApiserverProcess], env: Dict[str, str], kind: str = ""
+    ) -> MethodResult:
         timeout = self.policy.command_timeout.total_seconds()
-        if self.policy.method == "systemd":
-            return restart_systemd(self.policy.unit, timeout)
-        if self.policy.method == "static-pod":
+        method, unit = shape_method(self.policy.method, self.policy.unit, kind)
+        if method == NOT_RESTARTABLE:
+            return MethodResult(
+                False,
+                f"{NOT_RESTARTABLE}: the apiserver runs in a pod's own network namespace "
+                "(a hosted control plane); its management cluster restarts it",
+            )
+        if method == "systemd":
+            return restart_systemd(unit, timeout)
+        if method in ("static-pod", "signal"):
             if process is None:
-                return MethodResult(False, "static-pod restart needs the apiserver process")
+                return MethodResult(False, f"{method} restart needs the apiserver process")
+            if method == "signal":
+                return restart_signal(process)
             return restart_static_pod(process, timeout)
         return restart_command(self.policy.command, env, timeout)
 
@@ -259,7 +278,7 @@ class Restarter:
             f"{name}: restarting the apiserver ({final.message})",
             **fields,
         )
-        result = self.method(report.facts.process, env)
+        result = self.method(report.facts.process, env, report.target.kind)
         if not result.ok:
             verification: Optional[Verification] = None
             message = f"restart failed: {result.detail}"
