@@ -41,9 +41,10 @@ DEFAULT_SECURE_PORT = 6443
 # psutil derives a start time from the kernel's boot time, which Linux
 # recomputes from the wall clock on every read (psutil >= 7 on every
 # create_time() call), so the same process can appear to have started a
-# second earlier or later (psutil #2526, #2541). A PID reused within a second
-# of the same start time is not a realistic risk.
-SAME_START_TOLERANCE = timedelta(seconds=1)
+# second earlier or later (psutil #2526, #2541); the boot time is whole
+# seconds, so two readings can differ by up to two. A PID reused within two
+# seconds of the same start time is not a realistic risk.
+SAME_START_TOLERANCE = timedelta(seconds=2)
 
 
 class ProcessIdentity(Protocol):
