@@ -45,7 +45,14 @@ DAYS = {
     "k0s": 33,
     "openshift": 34,
     "openshift-apiserver": 35,
+    "pods": 40,
 }
+# Two hosted control planes, each in a network namespace of its own behind a
+# veth pair, in a private range: (namespace, node side, pod side, --bind-address).
+PODS = (
+    ("klg-pod-a", "10.213.7.1", "10.213.7.2", "0.0.0.0"),
+    ("klg-pod-b", "10.213.8.1", "10.213.8.2", "127.0.0.1"),
+)
 
 
 def _serve(port: int, days: int, host: str = "127.0.0.1") -> None:
@@ -143,6 +150,29 @@ def node(shape: str, workdir: Path) -> None:
         aggregated = [_link(workdir, "openshift-apiserver"), script, "serve", "8443"]
         children.append(_start([*aggregated, str(DAYS["openshift-apiserver"])]))
         ports = [6443, 8443]
+    elif shape == "pods":
+        # `ip netns add` creates /run/netns and files in it: a /run of this
+        # mount namespace's own keeps them off the host.
+        subprocess.run(["mount", "-t", "tmpfs", "klg-run", "/run"], check=True)
+        ports = []
+        for index, (netns, node_ip, pod_ip, bind) in enumerate(PODS):
+            host_if, pod_if = f"klg-h{index}", f"klg-p{index}"
+            for command in (
+                f"ip netns add {netns}",
+                f"ip link add {host_if} type veth peer name {pod_if}",
+                f"ip link set {pod_if} netns {netns}",
+                f"ip addr add {node_ip}/24 dev {host_if}",
+                f"ip link set {host_if} up",
+                f"ip netns exec {netns} ip addr add {pod_ip}/24 dev {pod_if}",
+                f"ip netns exec {netns} ip link set {pod_if} up",
+                f"ip netns exec {netns} ip link set lo up",
+            ):
+                subprocess.run(command.split(), check=True)
+            argv = ["ip", "netns", "exec", netns, _link(workdir, "kube-apiserver")]
+            argv += ["-m", "agent.standin", "--secure-port=6443", f"--bind-address={bind}"]
+            children.append(_start([*argv, f"--expires-in={days}d"]))
+        _wait_port(6443, PODS[0][2])
+        time.sleep(0.5)  # the loopback-only one cannot be polled from here
     else:
         raise SystemExit(f"unknown shape {shape}")
     for port in ports:

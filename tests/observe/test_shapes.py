@@ -132,6 +132,27 @@ def test_openshift_node_checks_both_apiservers(tmp_path: Path) -> None:
 
 
 @needs_namespaces
+def test_hosted_control_planes_in_their_own_network_namespaces(tmp_path: Path) -> None:
+    # Two kube-apiservers, each in a network namespace made by the test
+    # (ip netns add, a veth pair, 10.213.x.0/24), both on 6443: one listens on
+    # every address, one on its own loopback only (as vcluster's child does).
+    result = run_node("pods", tmp_path)
+    targets = _targets(result)
+    # No CRI and no kubepods cgroup here: named by address (README).
+    assert sorted(targets) == ["10.213.7.2:6443", "10.213.8.2:6443"]
+    reachable, hidden = targets["10.213.7.2:6443"], targets["10.213.8.2:6443"]
+    assert (reachable["kind"], reachable["source"], _days(reachable)) == ("pod", "probe", 40)
+    assert (reachable["endpoint"]["host"], reachable["endpoint"]["port"]) == ("10.213.7.2", 6443)
+    # Found, but not reachable without entering its namespace: estimated from
+    # its start time, never probed (so never a wrong date from another server).
+    assert hidden["kind"] == "pod"
+    assert hidden["source"] == "process-start"
+    assert hidden["endpoint"] is None
+    assert "listens only on 127.0.0.1 inside its own network namespace" in hidden["error"]
+    assert hidden["process"]["pid"] in result["pids"]
+
+
+@needs_namespaces
 def test_node_without_apiserver_probes_nothing(tmp_path: Path) -> None:
     # Only the explicitly named: with no apiserver process, the default
     # target says so and probes nothing (not even 6443).
