@@ -39,9 +39,9 @@ ProbeFunction = Callable[[str, int, str, float], ProbeResult]
 # same process showed, if any (the daemon remembers it; `check` does not).
 LearnedLifetime = Callable[[str, Optional[ApiserverProcess]], Optional[timedelta]]
 
-# Enough to check fifty tenant apiservers in a few probe times without
-# opening hundreds of sockets at once.
-MAX_PARALLEL_PROBES = 16
+# Enough to check fifty tenant apiservers in about one probe's time
+# without opening hundreds of sockets at once.
+MAX_PARALLEL_PROBES = 64
 # Below this much time left, a fallback address is not worth a connect.
 _MIN_FALLBACK_SECONDS = 0.05
 

@@ -3,8 +3,12 @@ real TLS stand-in on 127.0.0.1."""
 
 from __future__ import annotations
 
+import selectors
+import socket
+import threading
+import time
 from datetime import datetime, timedelta, timezone
-from typing import Optional
+from typing import Any, List, Optional
 
 import pytest
 from conftest import Spawn, StandinFactory, _unique_name
@@ -218,3 +222,103 @@ def test_empty_process_name_does_not_look(standin: StandinFactory) -> None:
     )
     facts = report.targets[0].facts
     assert facts.process is None and facts.discovery_error is None
+
+
+class _Gate:
+    """A TCP relay in front of a stand-in that holds every connection until
+    `expected` are open at once (or `patience` seconds pass), then relays them
+    all: the peak it saw is how many probes ran in parallel."""
+
+    def __init__(self, upstream: int, expected: int, patience: float) -> None:
+        self.upstream, self.expected, self.patience = upstream, expected, patience
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.port = self.listener.getsockname()[1]
+        self.peak = 0
+        self._held: List[socket.socket] = []
+        self._released = threading.Event()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        first: Optional[float] = None
+        self.listener.settimeout(0.05)
+        while not self._released.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except socket.timeout:
+                conn = None
+            except OSError:
+                return
+            if conn is not None:
+                first = first or time.monotonic()
+                with self._lock:
+                    self._held.append(conn)
+                    self.peak = max(self.peak, len(self._held))
+            enough = len(self._held) >= self.expected
+            if enough or (first is not None and time.monotonic() - first > self.patience):
+                self._released.set()
+        for conn in self._held:
+            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
+
+    def _relay(self, conn: socket.socket) -> None:
+        with conn, socket.create_connection(("127.0.0.1", self.upstream)) as up:
+            pairs = {conn: up, up: conn}
+            with selectors.DefaultSelector() as selector:
+                for sock in pairs:
+                    selector.register(sock, selectors.EVENT_READ)
+                while True:
+                    for key, _ in selector.select(timeout=10):
+                        data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                        if not data:
+                            return
+                        pairs[key.fileobj].sendall(data)  # type: ignore[index]
+
+    def close(self) -> None:
+        self._released.set()
+        self.listener.close()
+
+
+def test_fifty_targets_are_probed_in_parallel(standin: StandinFactory) -> None:
+    # Issue 12: fifty tenant apiservers are checked together, not one after
+    # the other. The gate lets no probe through until all fifty connections
+    # are open at once; probed one at a time, each would wait out its own
+    # timeout and fail. No timing claim: the gate's peak is the proof.
+    api = standin(expires_in=timedelta(days=30), max_connections=64)
+    gate = _Gate(api.port, expected=50, patience=8.0)
+    try:
+        targets = [
+            target(
+                name=f"tenant-{i:02d}",
+                process_name="",
+                host="127.0.0.1",
+                port=gate.port,
+                timeout=timedelta(seconds=15),
+            )
+            for i in range(50)
+        ]
+        report = run_check(targets, THRESHOLDS, ProcessFinder(), probe, _now)
+    finally:
+        gate.close()
+    assert gate.peak == 50
+    assert [t.target.name for t in report.targets] == [f"tenant-{i:02d}" for i in range(50)]
+    assert {t.assessment.source for t in report.targets} == {"probe"}
+    assert {t.assessment.state for t in report.targets} == {State.WARNING}
+
+
+def test_one_target_whose_probe_raises_stays_that_targets(standin: StandinFactory) -> None:
+    api = standin(expires_in=timedelta(days=300))
+
+    def flaky(host: str, port: int, server_name: str, timeout: float) -> Any:
+        if port == 1:
+            raise RuntimeError("boom")
+        return probe(host, port, server_name, timeout)
+
+    targets = [
+        target(name="bad", process_name="", host="127.0.0.1", port=1),
+        target(name="good", process_name="", host="127.0.0.1", port=api.port),
+    ]
+    report = run_check(targets, THRESHOLDS, ProcessFinder(), flaky, _now)
+    bad, good = report.targets
+    assert bad.assessment.state is State.UNKNOWN
+    assert "probe raised RuntimeError: boom" in (bad.assessment.error or "")
+    assert good.assessment.state is State.OK
