@@ -184,6 +184,12 @@ def node(shape: str, workdir: Path) -> None:
         stdout=subprocess.PIPE,
         check=False,
     )
+    wanted = "openshift-apiserver" if shape == "openshift" else "absent"
+    only = subprocess.run(
+        [PYTHON, "-m", "agent", "check", "--json", "--config", str(config), "--target", wanted],
+        stdout=subprocess.PIPE,
+        check=False,
+    )
     asked_before_selftest = Path(log).read_text().split()
     if shape == "k3s":
         # The recorder must work, or "never asked" proves nothing.
@@ -198,6 +204,7 @@ def node(shape: str, workdir: Path) -> None:
     result = {
         "exit": checked.returncode,
         "check": json.loads(checked.stdout),
+        "only": json.loads(only.stdout),
         "sni": asked_before_selftest,
         "sni_after_selftest": Path(log).read_text().split(),
         "pids": [child.pid for child in children],

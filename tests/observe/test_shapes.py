@@ -129,6 +129,16 @@ def test_openshift_node_checks_both_apiservers(tmp_path: Path) -> None:
     assert _days(aggregated) == 35
     # Two targets, worst first: exit 1 (WARNING) for both under 60 days.
     assert result["exit"] == 1
+    # --target picks a discovered apiserver by its name.
+    (only,) = result["only"]["targets"]
+    assert (only["name"], only["endpoint"]["port"]) == ("openshift-apiserver", 8443)
+
+
+@needs_namespaces
+def test_target_option_names_an_apiserver_not_found(tmp_path: Path) -> None:
+    (only,) = run_node("kubeadm", tmp_path)["only"]["targets"]
+    assert (only["name"], only["state"]) == ("absent", "unknown")
+    assert only["error"] == "no apiserver named absent (found: kube-apiserver)"
 
 
 @needs_namespaces
