@@ -252,3 +252,19 @@ def run_check(
             assessment = replace(assessment, notes=(*assessment.notes, discovery.error))
         reports.append(TargetReport(target=target, facts=facts, assessment=assessment))
     return CheckReport(checked_at=clock(), thresholds=thresholds, targets=tuple(reports))
+
+
+def only_target(report: CheckReport, name: Optional[str]) -> CheckReport:
+    """Given a report and `--target NAME` (None: all), return the report of
+    that target alone. A name discovery did not find is UNKNOWN, listing the
+    names it found."""
+    if name is None or all(t.target.name == name for t in report.targets):
+        return report
+    chosen = tuple(t for t in report.targets if t.target.name == name)
+    if not chosen:
+        found = ", ".join(t.target.name for t in report.targets)
+        facts = TargetFacts(name, None, f"no apiserver named {name} (found: {found})", None)
+        lost = assess(facts, report.thresholds, DEFAULT_LIFETIME, report.checked_at)
+        target = replace(report.targets[0].target, name=name)
+        chosen = (TargetReport(target=target, facts=facts, assessment=lost),)
+    return replace(report, targets=chosen)

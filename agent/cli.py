@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 
     from agent.config.loader import ConfigError
     from agent.config.types import Config, TargetConfig
-    from agent.model import CheckReport
     from agent.state.records import AgentState
 
 # What a verb needs it imports itself: `--help` loads neither psutil nor the
@@ -87,7 +86,7 @@ def _config_error(error: ConfigError, code: int) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from agent.check import run_check
+    from agent.check import only_target, run_check
     from agent.config.loader import ConfigError
     from agent.observe.discover import ProcessFinder
     from agent.observe.probe import probe
@@ -102,7 +101,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         targets = _select(config, args.target)
     except ConfigError as error:
         return _config_error(error, EXIT_UNKNOWN)
-    report = _only(run_check(targets, config.thresholds, ProcessFinder(), probe, _now), args.target)
+    report = only_target(
+        run_check(targets, config.thresholds, ProcessFinder(), probe, _now), args.target
+    )
     sys.stdout.write(render_json(report) if args.json else render_text(report))
     return plugin_exit(report)
 
@@ -219,7 +220,7 @@ def _prepare(
 def cmd_plan(args: argparse.Namespace) -> int:
     import json
 
-    from agent.check import run_check
+    from agent.check import only_target, run_check
     from agent.observe.discover import ProcessFinder
     from agent.observe.probe import probe
     from agent.report.journal import open_journal
@@ -230,7 +231,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if isinstance(prepared, int):
         return prepared
     config, targets, state = prepared
-    report = _only(run_check(targets, config.thresholds, ProcessFinder(), probe, _now), args.target)
+    report = only_target(
+        run_check(targets, config.thresholds, ProcessFinder(), probe, _now), args.target
+    )
     node = node_name()
     ask = None
     if args.at is None:
@@ -247,7 +250,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_restart(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from agent.check import run_check
+    from agent.check import only_target, run_check
     from agent.observe.discover import ProcessFinder
     from agent.observe.probe import probe
     from agent.report.journal import open_journal
@@ -260,7 +263,9 @@ def cmd_restart(args: argparse.Namespace) -> int:
     config, targets, state = prepared
     if args.dry_run:
         config = replace(config, restart=replace(config.restart, dry_run=True))
-    report = _only(run_check(targets, config.thresholds, ProcessFinder(), probe, _now), args.target)
+    report = only_target(
+        run_check(targets, config.thresholds, ProcessFinder(), probe, _now), args.target
+    )
     node = node_name()
     restarter = Restarter(config, open_journal(), probe, node, _now)
     for plan in make_plans(report, config, state, node, _now()):
@@ -285,32 +290,12 @@ def _select(config: Config, name: Optional[str]) -> tuple[TargetConfig, ...]:
     targets = tuple(t for t in config.targets if t.name == name)
     if not targets:
         # A discovered apiserver's name is known only after discovery: keep
-        # the targets standing for all, and _only picks it from the report.
+        # the targets standing for all, and only_target picks it from the report.
         targets = tuple(t for t in config.targets if t.discovers_all)
     if not targets:
         names = ", ".join(t.name for t in config.targets)
         raise ConfigError([f"--target: no target named {name!r} (configured: {names})"])
     return targets
-
-
-def _only(report: CheckReport, name: Optional[str]) -> CheckReport:
-    """Given a report and --target NAME (None: all), return the report of that
-    target alone when discovery named one so; else the report unchanged."""
-    from dataclasses import replace
-
-    from agent.judge.assess import assess
-    from agent.model import DEFAULT_LIFETIME, TargetFacts, TargetReport
-
-    if name is None or all(t.target.name == name for t in report.targets):
-        return report
-    chosen = tuple(t for t in report.targets if t.target.name == name)
-    if not chosen:
-        found = ", ".join(t.target.name for t in report.targets)
-        facts = TargetFacts(name, None, f"no apiserver named {name} (found: {found})", None)
-        lost = assess(facts, report.thresholds, DEFAULT_LIFETIME, report.checked_at)
-        target = replace(report.targets[0].target, name=name)
-        chosen = (TargetReport(target=target, facts=facts, assessment=lost),)
-    return replace(report, targets=chosen)
 
 
 def build_parser() -> argparse.ArgumentParser:
