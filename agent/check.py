@@ -102,8 +102,7 @@ def expand(
             planned.extend(_expand_one(target, finder))
         except Exception as exc:
             # Whatever /proc made discovery trip over stays this target's.
-            error = f"check failed: {type(exc).__name__}: {one_line(str(exc))}"
-            planned.append((target, Discovery(None, error)))
+            planned.append((target, Discovery(None, _crash(exc))))
     return planned
 
 
@@ -223,8 +222,15 @@ def _observe_safely(
 ) -> TargetFacts:
     try:
         return _observe(target, discovery, probe)
-    except Exception as error:
-        return _failed(target, discovery, f"probe raised {type(error).__name__}: {error}")
+    except Exception as exc:
+        # Whatever a peer made the probe trip over is this target's UNKNOWN,
+        # never a crash that hides the other targets.
+        return _failed(target, discovery, _crash(exc))
+
+
+def _crash(exc: Exception) -> str:
+    """Given an exception, return it as one line for the target's error."""
+    return f"check failed: {type(exc).__name__}: {one_line(str(exc))}"
 
 
 def _failed(target: TargetConfig, discovery: Discovery, error: str) -> TargetFacts:
