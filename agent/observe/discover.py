@@ -23,7 +23,7 @@ import psutil
 
 from agent.config.types import DEFAULT_AGGREGATED
 from agent.model import DEFAULT_SECURE_PORT, ApiserverProcess, same_process
-from agent.observe import netns, podname, procscan
+from agent.observe import netns, procscan
 from agent.observe.flags import ServingFlags, args_file_words, read_flags
 from agent.observe.shapes import Shape, process_names, recognise
 
@@ -85,7 +85,12 @@ class ProcessFinder:
             return [], f"cannot list processes: {error.strerror or error}"
         found = [self._inspect(pid, None, aggregated) for pid in candidates]
         alive = [p for p in found if p is not None]
-        return _unique_labels(podname.label_pods(alive, self.proc)), None
+        if any(p.kind == "pod" for p in alive):
+            # Only hosted control planes need pod names (and maybe crictl).
+            from agent.observe import podname
+
+            alive = podname.label_pods(alive, self.proc)
+        return _unique_labels(alive), None
 
     # -- internals -----------------------------------------------------------
 

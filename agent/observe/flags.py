@@ -7,7 +7,6 @@ args files (one flag per line, `#` comments, values possibly quoted).
 from __future__ import annotations
 
 import ipaddress
-import shlex
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
@@ -49,6 +48,8 @@ def read_flags(argv: Sequence[str]) -> ServingFlags:
 def args_file_words(text: str) -> List[str]:
     """Given a MicroK8s args file, return its flags as argv words: one flag
     per line, blank lines and `#` comments skipped, shell quoting removed."""
+    import shlex  # only MicroK8s nodes have args files
+
     words: List[str] = []
     for line in text.splitlines():
         line = line.strip()
