@@ -6,7 +6,6 @@ Verbs import what they need lazily, so `--help` and light verbs stay fast.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Callable, List, Optional, Tuple, Union
@@ -110,11 +109,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.daemon import Daemon
     from agent.observe.probe import probe
     from agent.report.events import PRIORITY_ERR, EventKind, send_event
-    from agent.report.journal import JOURNAL_SOCKET, open_journal
+    from agent.report.journal import open_journal
     from agent.report.notify import Notifier
 
-    # KLG_JOURNAL_SOCKET points the native protocol elsewhere (tests, debugging).
-    journal = open_journal(socket_path=os.environ.get("KLG_JOURNAL_SOCKET", JOURNAL_SOCKET))
+    journal = open_journal()
     try:
         config = _load(args)
     except ConfigError as error:

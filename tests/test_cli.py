@@ -12,10 +12,11 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import List
+from typing import Dict, List, Optional
 
 import pytest
 from conftest import StandinFactory
+from journald import FakeJournald
 
 from agent.config.schema import render_example
 
@@ -26,8 +27,10 @@ STATUS_LINE = re.compile(
 )
 
 
-def klg(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def klg(
+    *args: str, timeout: float = 30, env_extra: Optional[Dict[str, str]] = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
     env.pop("NOTIFY_SOCKET", None)
     return subprocess.run(
         [sys.executable, "-m", "agent", *args],
@@ -183,6 +186,29 @@ def test_run_refuses_invalid_config_with_78(tmp_path: Path) -> None:
     result = klg("run", "--config", str(bad))
     assert result.returncode == 78
     assert "nope: unknown key" in result.stderr
+
+
+def test_run_by_hand_speaks_on_stderr_and_to_journald(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("nope = 1\n")
+    journald = FakeJournald(tmp_path / "journal.sock")
+    try:
+        by_hand = klg("run", "--config", str(bad), env_extra={"KLG_JOURNAL_SOCKET": journald.path})
+        assert by_hand.returncode == 78
+        assert "nope: unknown key" in by_hand.stderr
+        assert "nope: unknown key" in journald.receive().fields["MESSAGE"]
+        # Under systemd (INVOCATION_ID, stderr not a terminal) only the journal hears it.
+        unit = klg(
+            "run",
+            "--config",
+            str(bad),
+            env_extra={"KLG_JOURNAL_SOCKET": journald.path, "INVOCATION_ID": "0" * 32},
+        )
+        assert unit.returncode == 78
+        assert unit.stderr == ""
+        assert "nope: unknown key" in journald.receive().fields["MESSAGE"]
+    finally:
+        journald.close()
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Tupl
 
 import pytest
 from conftest import StandinFactory
-from test_journal import FakeJournald
+from journald import FakeJournald
 
 from agent.report.events import MESSAGE_IDS, EventKind
 
