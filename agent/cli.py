@@ -6,9 +6,10 @@ Verbs import what they need lazily, so `--help` and light verbs stay fast.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Callable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, List, NoReturn, Optional, Tuple, Union
 
 if TYPE_CHECKING:
     from agent.state.records import AgentState
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 from agent import __version__
 from agent.config.durations import (
     argument,
+    format_duration,
     parse_duration,
     parse_signed_duration,
     parse_utc_time,
@@ -24,10 +26,14 @@ from agent.config.durations import (
 from agent.config.loader import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from agent.config.types import Config, TargetConfig
 from agent.model import MAX_LIFETIME
-from agent.report.output import EXIT_UNKNOWN
+from agent.report.output import EXIT_UNKNOWN, unknown_line
 
 # sysexits.h EX_CONFIG; the unit's RestartPreventExitStatus= names it.
 EXIT_CONFIG = 78
+# sysexits.h EX_USAGE: a command line that cannot be parsed, or a --target
+# that is not configured (argparse's 2 would collide with restart's "failed").
+# `check` and `demo` exit EXIT_UNKNOWN instead, as a monitoring plugin must.
+EXIT_USAGE = 64
 
 DESCRIPTION = """\
 Watch kube-apiserver's in-memory loopback certificate (TLS SNI
@@ -53,11 +59,58 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(path)
 
 
+class UnknownTarget(Exception):
+    """--target names no configured target."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors exit EXIT_USAGE, or, for the
+    plugin verbs (`plugin` set), print the plugin's UNKNOWN line and exit 3."""
+
+    plugin = False
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        if self.plugin:
+            sys.stdout.write(unknown_line(f"usage error: {message} (see {self.prog} --help)"))
+            sys.exit(EXIT_UNKNOWN)
+        sys.exit(EXIT_USAGE)
+
+
 def _config_error(error: ConfigError, code: int) -> int:
     print("kube-loopback-guard: invalid configuration:", file=sys.stderr)
     for problem in error.problems:
         print(f"  {problem}", file=sys.stderr)
     return code
+
+
+def _plugin_unknown(args: argparse.Namespace, summary: str, details: List[str]) -> int:
+    """Print the plugin's UNKNOWN line (or JSON) on stdout, the details on
+    stderr; return EXIT_UNKNOWN."""
+    import json
+
+    for line in details:
+        print(f"kube-loopback-guard: {line}", file=sys.stderr)
+    if getattr(args, "json", False):
+        body = {"state": "UNKNOWN", "summary": summary, "problems": details, "targets": []}
+        sys.stdout.write(json.dumps(body, indent=2) + "\n")
+    else:
+        sys.stdout.write(unknown_line(summary))
+    return EXIT_UNKNOWN
+
+
+def _invalid_config_summary(error: ConfigError) -> str:
+    count = len(error.problems)
+    return (
+        f"invalid configuration: {error.problems[0]} "
+        f"({count} problem{'s' if count != 1 else ''}, see stderr)"
+    )
+
+
+def _unknown_target(error: UnknownTarget) -> int:
+    print(f"kube-loopback-guard: {error}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -70,11 +123,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         config = _load(args)
     except ConfigError as error:
-        return _config_error(error, EXIT_UNKNOWN)
+        return _plugin_unknown(args, _invalid_config_summary(error), error.problems)
     try:
         targets = _select(config, args.target)
-    except ConfigError as error:
-        return _config_error(error, EXIT_UNKNOWN)
+    except UnknownTarget as error:
+        return _plugin_unknown(args, str(error), [str(error)])
     report = run_check(targets, config.thresholds, ProcessFinder(), probe, _now)
     sys.stdout.write(render_json(report) if args.json else render_text(report))
     return plugin_exit(report)
@@ -86,7 +139,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         config = _load(args)
     except ConfigError as error:
-        return _config_error(error, EXIT_UNKNOWN)
+        return _plugin_unknown(args, _invalid_config_summary(error), error.problems)
+    if args.lifetime.total_seconds() <= 0 or args.expires_in > args.lifetime:
+        message = (
+            f"--expires-in {format_duration(args.expires_in)} must not exceed "
+            f"--lifetime {format_duration(args.lifetime)} (a positive duration)"
+        )
+        return _plugin_unknown(args, message, [message])
     return run_demo(config.thresholds, args.expires_in, args.lifetime, args.json, _now)
 
 
@@ -127,32 +186,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import json
+    from agent.report.status import show_status
 
-    from agent.report.status import render_status, status_json
-    from agent.state.store import read_state, state_path
+    return show_status(args.config, args.json, _now())
 
-    try:
-        config = _load(args)
-    except ConfigError as error:
-        return _config_error(error, EXIT_CONFIG)
-    path = state_path(config.state_dir)
-    try:
-        state = read_state(config.state_dir)
-    except FileNotFoundError:
-        print(
-            f"no state yet: {path} does not exist (the daemon, `kube-loopback-guard run`, "
-            "writes it after its first check; is kube-loopback-guard.service running?)"
-        )
-        return EXIT_UNKNOWN
-    except (OSError, ValueError) as error:
-        print(f"kube-loopback-guard: cannot read {path}: {error}", file=sys.stderr)
-        return EXIT_UNKNOWN
-    if args.json:
-        sys.stdout.write(json.dumps(status_json(state, path), indent=2) + "\n")
-    else:
-        sys.stdout.write(render_status(state, path, _now()))
-    return 0
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from agent.reload import reload_daemon
+    from agent.report.journal import open_journal
+
+    return reload_daemon(args.config, args.pid, open_journal())
 
 
 def _stored_state(config: Config) -> AgentState:
@@ -174,6 +217,8 @@ def _prepare(
         return config, _select(config, args.target), _stored_state(config)
     except ConfigError as error:
         return _config_error(error, EXIT_CONFIG)
+    except UnknownTarget as error:
+        return _unknown_target(error)
     except (OSError, ValueError) as error:
         print(f"kube-loopback-guard: cannot read the state: {error}", file=sys.stderr)
         return EXIT_UNKNOWN
@@ -233,7 +278,9 @@ def cmd_restart(args: argparse.Namespace) -> int:
             print(f"{name}: no restart ({decision.reason.value}): {decision.message}")
             continue
         outcome = restarter.run(plan.item, decision)
-        print(f"{name}: {outcome.detail}")
+        # Some details already start with the name (the dry run's journal text).
+        detail = outcome.detail
+        print(detail if detail.startswith(f"{name}: ") else f"{name}: {detail}")
         if outcome.succeeded is None:
             return 1
         return 0 if outcome.succeeded else 2
@@ -246,18 +293,18 @@ def _select(config: Config, name: Optional[str]) -> tuple[TargetConfig, ...]:
     targets = tuple(t for t in config.targets if t.name == name)
     if not targets:
         names = ", ".join(t.name for t in config.targets)
-        raise ConfigError([f"--target: no target named {name!r} (configured: {names})"])
+        raise UnknownTarget(f"--target: no target named {name!r} (configured: {names})")
     return targets
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--config",
         metavar="PATH",
         help=f"TOML config file (default {DEFAULT_CONFIG_PATH}; built-in defaults if absent)",
     )
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kube-loopback-guard",
         description=DESCRIPTION,
         epilog=EPILOG,
@@ -274,13 +321,16 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Check every target once and print a monitoring-plugin status line with "
             "perfdata (days left), then one line per target. Exit 0 OK, 1 WARNING, "
-            "2 CRITICAL or EXPIRED, 3 UNKNOWN (also for an invalid config). With several "
-            "targets the worst state wins."
+            "2 CRITICAL or EXPIRED, 3 UNKNOWN. Every exit prints the status line first: an "
+            "invalid config, a usage error or an unknown --target is UNKNOWN (3) with the "
+            "reason on that line and the details on stderr. With several targets the worst "
+            "state wins."
         ),
     )
+    check.plugin = True
     check.add_argument("--target", metavar="NAME", help="check only the target with this name")
     check.add_argument("--json", action="store_true", help="print JSON instead of plugin text")
-    check.set_defaults(handler=cmd_check)
+    check.set_defaults(handler=cmd_check, parser=check)
 
     demo = verbs.add_parser(
         "demo",
@@ -293,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     # Bounded like a config's lifetime: beyond, the stand-in's dates overflow.
+    demo.plugin = True
     demo.add_argument(
         "--expires-in",
         type=argument(within(parse_signed_duration, -MAX_LIFETIME, MAX_LIFETIME)),
@@ -308,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='certificate lifetime (default "365d"; v1.33+ uses "1096d")',
     )
     demo.add_argument("--json", action="store_true", help="print JSON instead of plugin text")
-    demo.set_defaults(handler=cmd_demo)
+    demo.set_defaults(handler=cmd_demo, parser=demo)
 
     run = verbs.add_parser(
         "run",
@@ -323,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
             "old one stays); SIGTERM stops. Exit 78 if the config is invalid at start."
         ),
     )
-    run.set_defaults(handler=cmd_run)
+    run.set_defaults(handler=cmd_run, parser=run)
 
     plan = verbs.add_parser(
         "plan",
@@ -347,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         "guards are not asked",
     )
     plan.add_argument("--json", action="store_true", help="print JSON")
-    plan.set_defaults(handler=cmd_plan)
+    plan.set_defaults(handler=cmd_plan, parser=plan)
 
     restart = verbs.add_parser(
         "restart",
@@ -370,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(guards still apply; never when the certificate cannot be read or restart is disabled)",
     )
     restart.add_argument("--dry-run", action="store_true", help="decide and log, never act")
-    restart.set_defaults(handler=cmd_restart)
+    restart.set_defaults(handler=cmd_restart, parser=restart)
 
     status = verbs.add_parser(
         "status",
@@ -382,8 +433,26 @@ def build_parser() -> argparse.ArgumentParser:
             "running. Exit 3 when there is no state yet."
         ),
     )
-    status.add_argument("--json", action="store_true", help="print JSON")
-    status.set_defaults(handler=cmd_status)
+    status.add_argument("--json", action="store_true", help="print JSON, on every path")
+    status.set_defaults(handler=cmd_status, parser=status)
+
+    reload = verbs.add_parser(
+        "reload",
+        parents=[common],
+        help="validate the config, then tell the running daemon to re-read it",
+        description=(
+            "What `systemctl reload kube-loopback-guard` runs (ExecReload=): validate the "
+            "configuration as `config` does and, when it is valid, send SIGHUP to the daemon "
+            "($MAINPID, set by systemd, or --pid). Exit 0 when signalled, 78 when the "
+            "configuration is invalid (nothing is signalled; the journal records the "
+            "rejection), 1 when there is no daemon to signal. A drop-in that adds --config "
+            "to ExecStart= must add it to ExecReload= too."
+        ),
+    )
+    reload.add_argument(
+        "--pid", type=int, metavar="PID", help="the daemon's PID (default $MAINPID)"
+    )
+    reload.set_defaults(handler=cmd_reload, parser=reload)
 
     config = verbs.add_parser(
         "config",
@@ -397,13 +466,41 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument(
         "--example", action="store_true", help="print every option with its default"
     )
-    config.set_defaults(handler=cmd_config)
+    config.set_defaults(handler=cmd_config, parser=config)
     return parser
+
+
+# Options whose value may be negative ("-3d"): argparse would read it as an option.
+_SIGNED_OPTIONS = ("--expires-in", "--lifetime")
+_NEGATIVE = re.compile(r"-[0-9]")
+
+
+def _join_negative_values(argv: List[str]) -> List[str]:
+    """Given argv, return it with `--expires-in -3d` spelled `--expires-in=-3d`."""
+    joined: List[str] = []
+    words = iter(argv)
+    for word in words:
+        if word in _SIGNED_OPTIONS:
+            value = next(words, None)
+            if value is not None and _NEGATIVE.match(value):
+                joined.append(f"{word}={value}")
+                continue
+            joined.append(word)
+            if value is not None:
+                joined.append(value)
+            continue
+        joined.append(word)
+    return joined
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = _join_negative_values(sys.argv[1:] if argv is None else list(argv))
+    args, extras = parser.parse_known_args(words)
+    if extras:
+        # The verb's parser, so `check --bogus` is the plugin's UNKNOWN.
+        verb_parser: argparse.ArgumentParser = args.parser
+        verb_parser.error("unrecognized arguments: " + " ".join(extras))
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

@@ -43,6 +43,7 @@ def private_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "NOTIFY_SOCKET",
         "WATCHDOG_USEC",
         "WATCHDOG_PID",
+        "MAINPID",
     ):
         monkeypatch.delenv(name, raising=False)
     return path

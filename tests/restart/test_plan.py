@@ -186,5 +186,5 @@ def _kill_leftover_sleep(script: Path) -> None:
 @pytest.mark.parametrize("bad", ["yesterday", "2026-12-05T01:00:00"])
 def test_plan_at_needs_an_rfc3339_time(tmp_path: Path, bad: str) -> None:
     result = klg("plan", "--config", config(tmp_path, 1), "--at", bad)
-    assert result.returncode == 2
+    assert result.returncode == 64  # EX_USAGE, not restart's "failed" (2)
     assert "--at" in result.stderr
