@@ -175,7 +175,7 @@ class Daemon:
             self.problem("state", f"cannot save state in {config.state_dir}: {error}")
         if config.metrics.textfile:
             try:
-                write_metrics(config.metrics.textfile, report)
+                write_metrics(config.metrics.textfile, report, config.interval, self.state.restarts)
                 self.solved("metrics")
             except OSError as error:
                 self.problem(

@@ -9,15 +9,17 @@ carry no timestamps: the collector rejects them. A value that is not known
 from __future__ import annotations
 
 import math
-from datetime import datetime
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from agent import __version__
 from agent.model import LivezVerdict, Source, State
 from agent.state.atomicfile import write_atomic
+from agent.state.records import counts_for_min_interval
 
 if TYPE_CHECKING:
     from agent.model import CheckReport, TargetReport
+    from agent.state.records import RestartRecord
 
 PREFIX = "kube_loopback_guard_"
 
@@ -31,6 +33,11 @@ LIVEZ_RESULTS: Tuple[LivezVerdict, ...] = (
     "error",
     "not-checked",
 )
+
+# The last restart per target that ran or was meant to run: "unverified" is an
+# intent never finished (the agent died between acting and verifying), "none"
+# no restart on record. KubeLoopbackRestartFailed fires on failed/unverified.
+RESTART_OUTCOMES: Tuple[str, ...] = ("succeeded", "failed", "unverified", "none")
 
 Labels = Sequence[Tuple[str, str]]
 Sample = Tuple[Labels, float]
@@ -101,9 +108,33 @@ def _process_start(item: TargetReport) -> Optional[float]:
     return None if process is None else process.started_at.timestamp()
 
 
-def render_metrics(report: CheckReport) -> str:
-    """Given a CheckReport, return the Prometheus text exposition of it."""
+def _last_restarts(restarts: Sequence[RestartRecord]) -> Dict[str, RestartRecord]:
+    """Given the restart history (oldest first), return each target's last
+    record that ran or was meant to run (not one blocked before acting)."""
+    last: Dict[str, RestartRecord] = {}
+    for record in restarts:
+        if counts_for_min_interval(record):
+            last[record.target] = record
+    return last
+
+
+def _restart_outcome(record: Optional[RestartRecord]) -> str:
+    if record is None:
+        return "none"
+    if record.phase == "intent":
+        return "unverified"
+    return record.outcome or "unverified"
+
+
+def render_metrics(
+    report: CheckReport,
+    interval: Optional[timedelta] = None,
+    restarts: Sequence[RestartRecord] = (),
+) -> str:
+    """Given a CheckReport, the check interval (None: not the daemon's) and
+    the restart history, return the Prometheus text exposition of them."""
     targets = report.targets
+    last = _last_restarts(restarts)
     families: List[Tuple[str, str, List[Sample]]] = [
         (
             "cert_not_after_timestamp_seconds",
@@ -163,6 +194,34 @@ def render_metrics(report: CheckReport) -> str:
             ],
         ),
         (
+            "restart_last_outcome",
+            "1 for the outcome of the target's last restart (succeeded, failed, unverified: "
+            "the agent stopped before verifying, none: no restart on record), 0 for the others.",
+            [
+                (
+                    (("target", t.target.name), ("outcome", outcome)),
+                    1.0 if _restart_outcome(last.get(t.target.name)) == outcome else 0.0,
+                )
+                for t in targets
+                for outcome in RESTART_OUTCOMES
+            ],
+        ),
+        (
+            "restart_last_timestamp_seconds",
+            "When the target's last restart was started, seconds since the epoch; "
+            "absent when there is none on record.",
+            [
+                (_target(t), last[t.target.name].at.timestamp())
+                for t in targets
+                if t.target.name in last
+            ],
+        ),
+        (
+            "interval_seconds",
+            "The agent's check interval; the last check is stale after a few of these.",
+            [] if interval is None else [((), interval.total_seconds())],
+        ),
+        (
             "last_check_timestamp_seconds",
             "When the agent last checked its targets, seconds since the epoch.",
             [((), report.checked_at.timestamp())],
@@ -192,8 +251,14 @@ def _livez(item: TargetReport) -> LivezVerdict:
     return "not-checked" if probe is None else probe.livez
 
 
-def write_metrics(path: str, report: CheckReport) -> None:
-    """Given a `.prom` path and a CheckReport, atomically replace the file with its metrics.
+def write_metrics(
+    path: str,
+    report: CheckReport,
+    interval: Optional[timedelta] = None,
+    restarts: Sequence[RestartRecord] = (),
+) -> None:
+    """Given a `.prom` path, a CheckReport, the interval and the restart
+    history, atomically replace the file with their metrics.
 
     Raise OSError if the file cannot be written.
     """
@@ -201,4 +266,5 @@ def write_metrics(path: str, report: CheckReport) -> None:
     # power cut costs nothing, while a control-plane disk is shared with etcd,
     # whose latency suffers from other writers' fsyncs. The rename still keeps
     # readers from ever seeing a partial file.
-    write_atomic(path, render_metrics(report).encode("utf-8"), mode=0o644, fsync=False)
+    text = render_metrics(report, interval, restarts)
+    write_atomic(path, text.encode("utf-8"), mode=0o644, fsync=False)
