@@ -352,6 +352,8 @@ def test_deb_contents(deb: Path) -> None:
         f"/usr/share/doc/{NAME}/changelog.gz",
         f"/usr/share/doc/{NAME}/README.md",
         f"/usr/share/python3/runtime.d/{NAME}.rtupdate",
+        f"/usr/share/{NAME}/{NAME}.rules.yml",
+        f"/usr/share/{NAME}/{NAME}.prometheusrule.yaml",
     ):
         assert path in paths, path
     assert paths[f"/usr/bin/{NAME}"] == "-rwxr-xr-x"
@@ -369,6 +371,10 @@ def test_deb_conffile_and_payload_are_the_sources(deb: Path, deb_tree: Path) -> 
         f"etc/{NAME}/config.toml": "examples/config.toml",
         f"usr/lib/systemd/catalog/{NAME}.catalog": f"systemd/{NAME}.catalog",
         f"usr/share/doc/{NAME}/README.md": "README.md",
+        f"usr/share/{NAME}/{NAME}.rules.yml": f"packaging/prometheus/{NAME}.rules.yml",
+        f"usr/share/{NAME}/{NAME}.prometheusrule.yaml": (
+            f"packaging/prometheus/{NAME}.prometheusrule.yaml"
+        ),
     }
     unit = next(deb_tree.glob(f"*lib/systemd/system/{NAME}.service"))
     assert unit.read_bytes() == (ROOT / "systemd" / f"{NAME}.service").read_bytes()
@@ -465,6 +471,8 @@ def test_rpm_files_and_config(rpm: Path) -> None:
         f"/etc/{NAME}/config.toml",
         f"/usr/share/doc/{NAME}/README.md",
         f"/usr/share/licenses/{NAME}/LICENSE",
+        f"/usr/share/{NAME}/{NAME}.rules.yml",
+        f"/usr/share/{NAME}/{NAME}.prometheusrule.yaml",
     ):
         assert path in files, path
     assert [p for p in files if p.startswith(f"/usr/share/man/man1/{NAME}.1")]
