@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import gzip
+import importlib.util
 import os
 import re
 import shutil
@@ -305,6 +306,44 @@ def test_manpage_help_texts_match(manpage: str) -> None:
             if action.help and action.help != argparse.SUPPRESS:
                 expanded = sub._get_formatter()._expand_help(action)
                 assert man_text(expanded) in sections[name], (name, action.option_strings)
+
+
+def test_manpage_documents_config_exit_codes_metrics_and_journal(manpage: str) -> None:
+    """What the page generates from the code is all there: it cannot drift."""
+    from agent.cli import EXIT_CONFIG, EXIT_USAGE
+    from agent.config.schema import SCHEMA
+    from agent.config.values import KINDS
+    from agent.report.events import JOURNAL_FIELDS, MESSAGE_IDS
+    from agent.report.metrics import HELP, PREFIX
+
+    sections = man_sections(manpage)
+    for section in ("CONFIGURATION", "METRICS", "JOURNAL", "ENVIRONMENT", "EXAMPLES"):
+        assert section in sections, section
+
+    def whole(section: str) -> str:  # with its .SS subsections
+        return man_text(manpage.split(f".SH {section}\n", 1)[1].split(".SH ", 1)[0])
+
+    config = whole("CONFIGURATION")
+    for table in SCHEMA:
+        if table.name:
+            assert (f"[[{table.name}]]" if table.array else f"[{table.name}]") in config
+        for option in table.options:
+            assert man_text(option.description) in config, (table.name, option.key)
+    spec = importlib.util.spec_from_loader("gen_manpage", loader=None)
+    assert spec is not None
+    generator = importlib.util.module_from_spec(spec)
+    generator.__file__ = str(PACKAGING / "gen-manpage")
+    exec((PACKAGING / "gen-manpage").read_text(), generator.__dict__)
+    assert set(generator.KIND_TEXT) == set(KINDS)
+    exits = sections["EXIT STATUS"]
+    for code in (0, 1, 2, 3, EXIT_USAGE, EXIT_CONFIG):
+        assert re.search(rf"(^| ){code} ", exits), code
+    for name, text in HELP.items():
+        assert f"{PREFIX}{name} {man_text(text)}" in sections["METRICS"]
+    for message_id in MESSAGE_IDS.values():
+        assert message_id in whole("JOURNAL")
+    for field in JOURNAL_FIELDS:
+        assert has_option(whole("JOURNAL"), field), field
 
 
 @pytest.mark.skipif(shutil.which("man") is None, reason="man not installed")

@@ -43,6 +43,49 @@ Labels = Sequence[Tuple[str, str]]
 Sample = Tuple[Labels, float]
 
 
+# Every family the agent writes and its HELP text (the man page lists them too).
+HELP: Dict[str, str] = {
+    "cert_not_after_timestamp_seconds": (
+        "NotAfter of the loopback certificate the apiserver served to the last probe, "
+        "seconds since the epoch; absent when that probe failed."
+    ),
+    "cert_not_before_timestamp_seconds": (
+        "NotBefore of the loopback certificate the apiserver served to the last probe, "
+        "seconds since the epoch; absent when that probe failed."
+    ),
+    "cert_estimated_not_after_timestamp_seconds": (
+        "Estimated NotAfter of the loopback certificate when the probe failed: "
+        "apiserver process start - 1h + assumed lifetime, seconds since the epoch."
+    ),
+    "cert_seconds_left": (
+        "Seconds until the loopback certificate expires (negative: expired ago), "
+        "from the probe or, when it failed, the estimate."
+    ),
+    "probe_success": "1 if the last probe read the loopback certificate, else 0.",
+    "state": "1 for the target's current state, 0 for the others.",
+    "process_start_time_seconds": (
+        "Start time of the watched apiserver process (not of this agent), seconds since the epoch."
+    ),
+    "livez_check": (
+        "1 for the verdict of the apiserver's own loopback-serving-certificate check "
+        "(v1.36+, from /livez?verbose), 0 for the others."
+    ),
+    "restart_last_outcome": (
+        "1 for the outcome of the target's last restart (succeeded, failed, unverified: "
+        "the agent stopped before verifying, none: no restart on record), 0 for the others."
+    ),
+    "restart_last_timestamp_seconds": (
+        "When the target's last restart was started, seconds since the epoch; "
+        "absent when there is none on record."
+    ),
+    "interval_seconds": "The agent's check interval; the last check is stale after a few of these.",
+    "last_check_timestamp_seconds": (
+        "When the agent last checked its targets, seconds since the epoch."
+    ),
+    "build_info": "The agent's version, as a label; the value is always 1.",
+}
+
+
 def escape_label_value(value: str) -> str:
     """Given a label value, return it escaped for the text exposition format."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
@@ -135,39 +178,29 @@ def render_metrics(
     the restart history, return the Prometheus text exposition of them."""
     targets = report.targets
     last = _last_restarts(restarts)
-    families: List[Tuple[str, str, List[Sample]]] = [
+    families: List[Tuple[str, List[Sample]]] = [
         (
             "cert_not_after_timestamp_seconds",
-            "NotAfter of the loopback certificate the apiserver served to the last probe, "
-            "seconds since the epoch; absent when that probe failed.",
             [s for t in targets for s in _sample(t, _probed_not_after(t))],
         ),
         (
             "cert_not_before_timestamp_seconds",
-            "NotBefore of the loopback certificate the apiserver served to the last probe, "
-            "seconds since the epoch; absent when that probe failed.",
             [s for t in targets for s in _sample(t, _probed_not_before(t))],
         ),
         (
             "cert_estimated_not_after_timestamp_seconds",
-            "Estimated NotAfter of the loopback certificate when the probe failed: "
-            "apiserver process start - 1h + assumed lifetime, seconds since the epoch.",
             [s for t in targets for s in _sample(t, _estimated_not_after(t))],
         ),
         (
             "cert_seconds_left",
-            "Seconds until the loopback certificate expires (negative: expired ago), "
-            "from the probe or, when it failed, the estimate.",
             [s for t in targets for s in _sample(t, t.assessment.seconds_left)],
         ),
         (
             "probe_success",
-            "1 if the last probe read the loopback certificate, else 0.",
             [(_target(t), 1.0 if _probe_ok(t) else 0.0) for t in targets],
         ),
         (
             "state",
-            "1 for the target's current state, 0 for the others.",
             [
                 ((("target", t.target.name), ("state", state.value)), _one_hot(t, state))
                 for t in targets
@@ -176,14 +209,10 @@ def render_metrics(
         ),
         (
             "process_start_time_seconds",
-            "Start time of the watched apiserver process (not of this agent), "
-            "seconds since the epoch.",
             [s for t in targets for s in _sample(t, _process_start(t))],
         ),
         (
             "livez_check",
-            "1 for the verdict of the apiserver's own loopback-serving-certificate check "
-            "(v1.36+, from /livez?verbose), 0 for the others.",
             [
                 (
                     (("target", t.target.name), ("result", result)),
@@ -195,8 +224,6 @@ def render_metrics(
         ),
         (
             "restart_last_outcome",
-            "1 for the outcome of the target's last restart (succeeded, failed, unverified: "
-            "the agent stopped before verifying, none: no restart on record), 0 for the others.",
             [
                 (
                     (("target", t.target.name), ("outcome", outcome)),
@@ -208,8 +235,6 @@ def render_metrics(
         ),
         (
             "restart_last_timestamp_seconds",
-            "When the target's last restart was started, seconds since the epoch; "
-            "absent when there is none on record.",
             [
                 (_target(t), last[t.target.name].at.timestamp())
                 for t in targets
@@ -218,23 +243,20 @@ def render_metrics(
         ),
         (
             "interval_seconds",
-            "The agent's check interval; the last check is stale after a few of these.",
             [] if interval is None else [((), interval.total_seconds())],
         ),
         (
             "last_check_timestamp_seconds",
-            "When the agent last checked its targets, seconds since the epoch.",
             [((), report.checked_at.timestamp())],
         ),
         (
             "build_info",
-            "The agent's version, as a label; the value is always 1.",
             [((("version", __version__),), 1.0)],
         ),
     ]
     lines: List[str] = []
-    for name, help_text, samples in families:
-        lines.extend(_family(name, help_text, samples))
+    for name, samples in families:
+        lines.extend(_family(name, HELP[name], samples))
     return "\n".join(lines) + "\n"
 
 
