@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional
 
 from agent import __version__
 from agent.check import ProbeFunction, run_check
+from agent.config.durations import format_duration
 from agent.config.loader import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from agent.config.types import Config
 from agent.judge.decide import Reason, RestartDecision, decide
@@ -285,7 +286,7 @@ class Daemon:
             EventKind.CONFIG_RELOADED,
             PRIORITY_INFO,
             f"configuration reloaded from {config.path or 'built-in defaults'}: "
-            f"{len(config.targets)} target(s), interval {config.interval}",
+            f"{len(config.targets)} target(s), interval {format_duration(config.interval)}",
             CONFIG_FILE=config_source(config),
         )
 
@@ -327,7 +328,8 @@ class Daemon:
             EventKind.AGENT_STARTED,
             PRIORITY_INFO,
             f"kube-loopback-guard {__version__} started: "
-            f"{', '.join(t.name for t in self.config.targets)} every {self.config.interval}",
+            f"{', '.join(t.name for t in self.config.targets)} "
+            f"every {format_duration(self.config.interval)}",
             CONFIG_FILE=config_source(self.config),
         )
         watchdog = self.notifier.watchdog_interval
