@@ -25,7 +25,13 @@ from agent.config.types import (
     Thresholds,
 )
 from agent.config.values import KINDS
-from agent.judge.window import MaintenanceWindow, WindowError, parse_window
+from agent.judge.window import (
+    MaintenanceWindow,
+    WindowError,
+    parse_clock,
+    parse_days,
+    parse_zone,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -137,12 +143,27 @@ def _windows(errors: _Collector, raw: Dict[str, Any]) -> List[MaintenanceWindow]
         values = errors.table(table, entry, prefix)
         if any(values[key] is None for key in ("days", "start", "end", "timezone")):
             continue
-        try:
+        # Each value on its own, so an entry reports all its problems at once.
+        parts: Dict[str, Any] = {}
+        for key, parse in (
+            ("days", parse_days),
+            ("start", lambda text: parse_clock(text, "start")),
+            ("end", lambda text: parse_clock(text, "end")),
+            ("timezone", parse_zone),
+        ):
+            try:
+                parts[key] = parse(values[key])
+            except WindowError as error:
+                errors.add(prefix + error.field, str(error), entry.get(error.field))
+        if len(parts) == 4:
             windows.append(
-                parse_window(values["days"], values["start"], values["end"], values["timezone"])
+                MaintenanceWindow(
+                    days=parts["days"],
+                    start=parts["start"],
+                    end=parts["end"],
+                    zone=parts["timezone"],
+                )
             )
-        except WindowError as error:
-            errors.add(prefix + error.field, str(error), entry.get(error.field))
     return windows
 
 

@@ -328,3 +328,12 @@ def test_file_round_trip(tmp_path: Path) -> None:
     config = load_config(str(path))
     assert config.path == str(path)
     assert config.thresholds.critical == timedelta(days=7)
+
+
+def test_a_window_reports_all_its_problems_at_once() -> None:
+    found = problems(
+        '[[restart.windows]]\ndays = ["caturday"]\nstart = "2am"\nend = "25:00"\n'
+        'timezone = "Mars/Olympus"\n'
+    )
+    for key in ("days", "start", "end", "timezone"):
+        assert [p for p in found if f"restart.windows[0].{key}: " in p], (key, found)
