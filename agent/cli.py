@@ -128,8 +128,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         targets = _select(config, args.target)
     except UnknownTarget as error:
         return _plugin_unknown(args, str(error), [str(error)])
-    report = run_check(targets, config.thresholds, ProcessFinder(), probe, _now)
-    sys.stdout.write(render_json(report) if args.json else render_text(report))
+    try:
+        report = run_check(targets, config.thresholds, ProcessFinder(), probe, _now)
+        text = render_json(report) if args.json else render_text(report)
+    except Exception as error:  # a bug: still a status line, never "(null)"
+        reason = f"internal error: {type(error).__name__}: {error}"
+        return _plugin_unknown(args, reason, [reason])
+    sys.stdout.write(text)
     return plugin_exit(report)
 
 

@@ -410,3 +410,21 @@ def test_restart_dry_run_force_names_the_target_once(
     config = config_for(tmp_path, api.port, extra="[restart]\nenabled = true\n")
     result = klg("restart", "--config", config, "--dry-run", "--force")
     assert result.stdout.count("api0") == 1, result.stdout
+
+
+def test_check_crash_is_still_an_unknown_status_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A bug cannot be made on purpose: the check itself is replaced by one
+    # that raises, to see what the plugin prints around it.
+    import agent.check
+    from agent.cli import main
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(agent.check, "run_check", broken)
+    code = main(["check", "--config", config_for(tmp_path, 6443)])
+    out = capsys.readouterr().out
+    assert code == 3
+    assert out == "KUBE-LOOPBACK-GUARD UNKNOWN - internal error: RuntimeError: boom\n"
