@@ -6,10 +6,9 @@ Verbs import what they need lazily, so `--help` and light verbs stay fast.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Callable, List, NoReturn, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple, Union
 
 if TYPE_CHECKING:
     from agent.state.records import AgentState
@@ -26,14 +25,18 @@ from agent.config.durations import (
 from agent.config.loader import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from agent.config.types import Config, TargetConfig
 from agent.model import MAX_LIFETIME
-from agent.report.output import EXIT_UNKNOWN, unknown_line
+from agent.report.output import EXIT_UNKNOWN
+from agent.usage import (
+    Parser,
+    UnknownTarget,
+    invalid_config_summary,
+    join_negative_values,
+    plugin_unknown,
+    unknown_target,
+)
 
 # sysexits.h EX_CONFIG; the unit's RestartPreventExitStatus= names it.
 EXIT_CONFIG = 78
-# sysexits.h EX_USAGE: a command line that cannot be parsed, or a --target
-# that is not configured (argparse's 2 would collide with restart's "failed").
-# `check` and `demo` exit EXIT_UNKNOWN instead, as a monitoring plugin must.
-EXIT_USAGE = 64
 
 DESCRIPTION = """\
 Watch kube-apiserver's in-memory loopback certificate (TLS SNI
@@ -59,58 +62,11 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(path)
 
 
-class UnknownTarget(Exception):
-    """--target names no configured target."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors exit EXIT_USAGE, or, for the
-    plugin verbs (`plugin` set), print the plugin's UNKNOWN line and exit 3."""
-
-    plugin = False
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        if self.plugin:
-            sys.stdout.write(unknown_line(f"usage error: {message} (see {self.prog} --help)"))
-            sys.exit(EXIT_UNKNOWN)
-        sys.exit(EXIT_USAGE)
-
-
 def _config_error(error: ConfigError, code: int) -> int:
     print("kube-loopback-guard: invalid configuration:", file=sys.stderr)
     for problem in error.problems:
         print(f"  {problem}", file=sys.stderr)
     return code
-
-
-def _plugin_unknown(args: argparse.Namespace, summary: str, details: List[str]) -> int:
-    """Print the plugin's UNKNOWN line (or JSON) on stdout, the details on
-    stderr; return EXIT_UNKNOWN."""
-    import json
-
-    for line in details:
-        print(f"kube-loopback-guard: {line}", file=sys.stderr)
-    if getattr(args, "json", False):
-        body = {"state": "UNKNOWN", "summary": summary, "problems": details, "targets": []}
-        sys.stdout.write(json.dumps(body, indent=2) + "\n")
-    else:
-        sys.stdout.write(unknown_line(summary))
-    return EXIT_UNKNOWN
-
-
-def _invalid_config_summary(error: ConfigError) -> str:
-    count = len(error.problems)
-    return (
-        f"invalid configuration: {error.problems[0]} "
-        f"({count} problem{'s' if count != 1 else ''}, see stderr)"
-    )
-
-
-def _unknown_target(error: UnknownTarget) -> int:
-    print(f"kube-loopback-guard: {error}", file=sys.stderr)
-    return EXIT_USAGE
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -123,17 +79,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         config = _load(args)
     except ConfigError as error:
-        return _plugin_unknown(args, _invalid_config_summary(error), error.problems)
+        return plugin_unknown(args, invalid_config_summary(error), error.problems)
     try:
         targets = _select(config, args.target)
     except UnknownTarget as error:
-        return _plugin_unknown(args, str(error), [str(error)])
+        return plugin_unknown(args, str(error), [str(error)])
     try:
         report = run_check(targets, config.thresholds, ProcessFinder(), probe, _now)
         text = render_json(report) if args.json else render_text(report)
     except Exception as error:  # a bug: still a status line, never "(null)"
         reason = f"internal error: {type(error).__name__}: {error}"
-        return _plugin_unknown(args, reason, [reason])
+        return plugin_unknown(args, reason, [reason])
     sys.stdout.write(text)
     return plugin_exit(report)
 
@@ -144,13 +100,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         config = _load(args)
     except ConfigError as error:
-        return _plugin_unknown(args, _invalid_config_summary(error), error.problems)
+        return plugin_unknown(args, invalid_config_summary(error), error.problems)
     if args.lifetime.total_seconds() <= 0 or args.expires_in > args.lifetime:
         message = (
             f"--expires-in {format_duration(args.expires_in)} must not exceed "
             f"--lifetime {format_duration(args.lifetime)} (a positive duration)"
         )
-        return _plugin_unknown(args, message, [message])
+        return plugin_unknown(args, message, [message])
     return run_demo(config.thresholds, args.expires_in, args.lifetime, args.json, _now)
 
 
@@ -223,7 +179,7 @@ def _prepare(
     except ConfigError as error:
         return _config_error(error, EXIT_CONFIG)
     except UnknownTarget as error:
-        return _unknown_target(error)
+        return unknown_target(error)
     except (OSError, ValueError) as error:
         print(f"kube-loopback-guard: cannot read the state: {error}", file=sys.stderr)
         return EXIT_UNKNOWN
@@ -303,13 +259,13 @@ def _select(config: Config, name: Optional[str]) -> tuple[TargetConfig, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument(
         "--config",
         metavar="PATH",
         help=f"TOML config file (default {DEFAULT_CONFIG_PATH}; built-in defaults if absent)",
     )
-    parser = _Parser(
+    parser = Parser(
         prog="kube-loopback-guard",
         description=DESCRIPTION,
         epilog=EPILOG,
@@ -475,32 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Options whose value may be negative ("-3d"): argparse would read it as an option.
-_SIGNED_OPTIONS = ("--expires-in", "--lifetime")
-_NEGATIVE = re.compile(r"-[0-9]")
-
-
-def _join_negative_values(argv: List[str]) -> List[str]:
-    """Given argv, return it with `--expires-in -3d` spelled `--expires-in=-3d`."""
-    joined: List[str] = []
-    words = iter(argv)
-    for word in words:
-        if word in _SIGNED_OPTIONS:
-            value = next(words, None)
-            if value is not None and _NEGATIVE.match(value):
-                joined.append(f"{word}={value}")
-                continue
-            joined.append(word)
-            if value is not None:
-                joined.append(value)
-            continue
-        joined.append(word)
-    return joined
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    words = _join_negative_values(sys.argv[1:] if argv is None else list(argv))
+    words = join_negative_values(sys.argv[1:] if argv is None else list(argv))
     args, extras = parser.parse_known_args(words)
     if extras:
         # The verb's parser, so `check --bogus` is the plugin's UNKNOWN.
