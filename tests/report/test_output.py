@@ -194,3 +194,26 @@ def test_systemd_status_line() -> None:
     gone = systemd_status(report(item("x", None, with_process=False)))
     assert gone.startswith("x: UNKNOWN, no process named kube-apiserver found")
     assert "\n" not in gone
+
+
+@pytest.mark.parametrize(
+    ("zone", "expected"),
+    [
+        ("UTC", "expires 2027-01-08 12:00:00 UTC, 40.0 days left"),
+        ("Etc/UTC", "expires 2027-01-08 12:00:00 UTC, 40.0 days left"),
+        ("Europe/Berlin", "expires 2027-01-08 12:00:00 UTC (2027-01-08 13:00:00 CET), 40.0 days"),
+    ],
+)
+def test_local_time_only_when_it_differs(
+    zone: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        text = render_text(report(item("api", timedelta(days=40))))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert expected in text, text
