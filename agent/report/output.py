@@ -7,7 +7,7 @@ one status line with perfdata, then one detail line per target.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Dict, Mapping, Optional
 
 from agent.config.durations import format_days
