@@ -9,13 +9,15 @@ and reads argparse's exit 2 as CRITICAL. The other verbs exit EX_USAGE.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
-from typing import List, NoReturn
+from typing import TYPE_CHECKING, List, NoReturn
 
-from agent.config.loader import ConfigError
-from agent.report.output import EXIT_UNKNOWN, unknown_line
+if TYPE_CHECKING:
+    from agent.config.loader import ConfigError
+
+# Light on purpose (the CLI imports it for --help): the rest of the agent is
+# imported where an error is actually reported.
 
 # sysexits.h EX_USAGE: a command line that cannot be parsed, or a --target
 # that is not configured (argparse's 2 would collide with restart's "failed").
@@ -34,6 +36,8 @@ class Parser(argparse.ArgumentParser):
     plugin = False
 
     def error(self, message: str) -> NoReturn:
+        from agent.report.output import EXIT_UNKNOWN, unknown_line
+
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         if self.plugin:
@@ -45,6 +49,10 @@ class Parser(argparse.ArgumentParser):
 def plugin_unknown(args: argparse.Namespace, summary: str, details: List[str]) -> int:
     """Print the plugin's UNKNOWN line (or JSON) on stdout, the details on
     stderr; return EXIT_UNKNOWN."""
+    import json
+
+    from agent.report.output import EXIT_UNKNOWN, unknown_line
+
     for line in details:
         print(f"kube-loopback-guard: {line}", file=sys.stderr)
     if getattr(args, "json", False):

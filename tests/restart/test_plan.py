@@ -197,6 +197,9 @@ def test_plan_explains_unknown(tmp_path: Path) -> None:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     path = config(tmp_path, port)
+    # No process to estimate from (another test's kube-apiserver may be running).
+    text = Path(path).read_text().replace('name = "api"\n', 'name = "api"\nprocess_name = ""\n')
+    Path(path).write_text(text)
     result = klg("plan", "--config", path)
     assert result.returncode == 0, result.stderr
     assert "api: UNKNOWN" in result.stdout
