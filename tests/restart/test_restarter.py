@@ -18,8 +18,8 @@ from typing import Callable, Dict, Iterator, List
 import pytest
 from apiserver_peer import ApiserverPeer
 from conftest import StandinFactory
+from journald import FakeJournald
 from supervisor import Supervisors
-from test_journal import FakeJournald
 
 from agent.check import run_check
 from agent.config.loader import parse_config
