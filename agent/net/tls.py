@@ -210,6 +210,9 @@ class TlsConnection:
             self._incoming, self._outgoing, server_side=False, server_hostname=server_name
         )
         self._first_bytes = b""
+        self._poller = select.poll()
+        self._events = select.POLLIN
+        self._poller.register(sock, self._events)
 
     def __enter__(self) -> TlsConnection:
         return self
@@ -270,12 +273,14 @@ class TlsConnection:
             return result
 
     def _flush(self) -> None:
+        # Send first and wait only when the socket's buffer is full: a poll
+        # before every send costs a system call that is almost never needed.
         data = self._outgoing.read()
         while data:
-            _wait(self._sock, write=True, deadline=self.deadline)
             try:
                 sent = self._sock.send(data)
             except (BlockingIOError, InterruptedError):
+                self._wait(select.POLLOUT)
                 continue
             data = data[sent:]
 
@@ -283,17 +288,32 @@ class TlsConnection:
         if self._incoming.eof:
             # OpenSSL still wants bytes after the peer closed: it never will.
             raise _PeerClosed()
-        _wait(self._sock, write=False, deadline=self.deadline)
+        # Read first and wait only when nothing is there yet; the deadline is
+        # checked on every call all the same, so a peer that always has a
+        # byte ready cannot outlast it.
+        self.deadline.remaining()
         try:
             data = self._sock.recv(_RECV_SIZE)
         except (BlockingIOError, InterruptedError):
-            return
+            self._wait(select.POLLIN)
+            try:
+                data = self._sock.recv(_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
         if data:
             if len(self._first_bytes) < 8:
                 self._first_bytes += data[: 8 - len(self._first_bytes)]
             self._incoming.write(data)
         else:
             self._incoming.write_eof()
+
+    def _wait(self, events: int) -> None:
+        # One poll object per connection, not one per wait.
+        if events != self._events:
+            self._poller.modify(self._sock, events)
+            self._events = events
+        if not self._poller.poll(self.deadline.remaining() * 1000):
+            raise _Expired()
 
 
 # -- wording -------------------------------------------------------------------

@@ -110,19 +110,42 @@ def test_response_forms(response: bytes, status: int, body: bytes) -> None:
         ),
         (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nok",
-            "not a valid HTTP response (IncompleteRead(0 bytes read))",
+            "not a valid HTTP response (chunked body cut short)",
         ),
         (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
-            "not a valid HTTP response (IncompleteRead(0 bytes read))",
+            "not a valid HTTP response (chunk size b'zz\\r\\n')",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokXX0\r\n\r\n",
+            "not a valid HTTP response (chunked body cut short)",
+        ),
+        # A chunk announced beyond the limit is refused before it is read.
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\n",
+            "response body over 1000 bytes",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nok",
+            "not a valid HTTP response (Content-Length '-5')",
+        ),
+        (b"HTTP/2 200\r\n\r\n", "not an HTTP response: 'HTTP/2 200\\r\\n'"),
+        (b"HTTP/1.1 2000 Big\r\n\r\n", "not an HTTP response: 'HTTP/1.1 2000 Big\\r\\n'"),
+        (
+            b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n",
+            "not a valid HTTP response (more than 100 headers)",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70000,
+            "not a valid HTTP response (a line over 65536 bytes)",
         ),
         (
             b"HTTP/1.1 200 OK\r\nContent-Length: 1001\r\n\r\n" + b"x" * 1001,
             "response body over 1000 bytes",
         ),
         (b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 5000, "response body over 1000 bytes"),
-        # Head and framing count against the limit too (http.client's own
-        # bounds allow 100 header lines of 64 KiB).
+        # Head and framing count against the limit too (the line bounds
+        # alone allow 100 header lines of 64 KiB).
         (
             b"HTTP/1.1 200 OK\r\n" + b"X: %s\r\n" % (b"y" * 1000) * 90 + b"\r\n",
             "response over 66536 bytes",
