@@ -221,13 +221,22 @@ class TlsConnection:
         self.close()
 
     def close(self) -> None:
+        # The handshake's last flight may still wait for a request to travel
+        # with: hand it over (never waiting) so the peer sees the handshake
+        # complete rather than an aborted one in its log.
+        pending = self._outgoing.read()
+        if pending:
+            with contextlib.suppress(OSError):
+                self._sock.send(pending)
         self._sock.close()
 
     def handshake(self) -> None:
         """Complete the handshake. Raise NetError if it fails."""
         with _phase("TLS handshake", self.deadline):
             try:
-                self._run(self._tls.do_handshake)
+                # The last flight (TLS 1.3: the client's Finished) leaves
+                # with the first request, in one send.
+                self._run(self._tls.do_handshake, flush=False)
             except (_PeerClosed, ssl.SSLError) as exc:
                 if self._first_bytes.startswith(b"HTTP/"):
                     raise NetError(
@@ -257,7 +266,7 @@ class TlsConnection:
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError, _PeerClosed):
             return b""
 
-    def _run(self, operation: Callable[[], _T]) -> _T:
+    def _run(self, operation: Callable[[], _T], *, flush: bool = True) -> _T:
         while True:
             try:
                 result = operation()
@@ -269,7 +278,8 @@ class TlsConnection:
                 if self._incoming.eof:
                     raise _PeerClosed() from None
                 raise
-            self._flush()
+            if flush:
+                self._flush()
             return result
 
     def _flush(self) -> None:
