@@ -11,7 +11,16 @@ import time
 from typing import Callable, Optional, Type
 
 import pytest
-from faulty_peers import DripPeer, FaultyPeer, PlainHttpPeer, ResetPeer, SilentPeer, closed_port
+from faulty_peers import (
+    DripPeer,
+    FaultyPeer,
+    PlainHttpPeer,
+    ResetPeer,
+    SilentPeer,
+    TlsPeer,
+    closed_port,
+    wait_until,
+)
 
 from agent.model import LOOPBACK_SERVER_NAME
 from agent.net import tls, trust
@@ -69,6 +78,26 @@ def _failure(port: int, timeout: float = DEADLINE) -> tls.NetError:
     elapsed = time.monotonic() - started
     assert elapsed < timeout + SLACK, f"took {elapsed:.2f}s with a {timeout}s deadline"
     return raised.value
+
+
+class _HandshakeCountingPeer(TlsPeer):
+    """Counts the handshakes it saw complete (TLS 1.3: the client's Finished
+    arrived), then closes."""
+
+    completed = 0
+
+    def after_handshake(self, tls: ssl.SSLSocket) -> None:
+        self.completed += 1
+
+
+def test_a_connection_closed_without_a_request_still_completes_the_handshake() -> None:
+    # The client's last handshake flight waits to leave with the first
+    # request; close() must hand it over when none follows, or the server
+    # logs an aborted handshake for every certificate-only probe.
+    with _HandshakeCountingPeer() as peer:
+        with _connect("127.0.0.1", peer.port) as connection:
+            assert connection.peer_certificate()
+        assert wait_until(lambda: peer.completed == 1)
 
 
 def test_refused() -> None:
