@@ -132,6 +132,8 @@ class TargetFacts:
 
 @dataclass(frozen=True)
 class TargetReport:
+    """One target's facts and what they mean."""
+
     target: TargetConfig
     facts: TargetFacts
     assessment: Assessment
@@ -139,6 +141,8 @@ class TargetReport:
 
 @dataclass(frozen=True)
 class CheckReport:
+    """One check of every target, at one moment, against one set of thresholds."""
+
     checked_at: datetime
     thresholds: Thresholds
     targets: Tuple[TargetReport, ...]
@@ -190,6 +194,8 @@ class Source(str, Enum):
 
 @dataclass(frozen=True)
 class Assessment:
+    """How one target's certificate stands, why, and on what evidence."""
+
     target: str
     state: State
     source: Source

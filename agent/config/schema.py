@@ -16,6 +16,8 @@ Default = Union[str, int, bool, Tuple[str, ...]]
 
 @dataclass(frozen=True)
 class Option:
+    """One configuration key: its kind, default and the text that documents it."""
+
     key: str
     kind: str  # see agent.config_values.KINDS
     default: Default
