@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import ssl
-import tempfile
 import threading
 from typing import Optional
 
@@ -110,6 +109,9 @@ def _load_client_pair(context: ssl.SSLContext, pem: bytes) -> None:
             pass  # no /proc: fall through to a temporary file
         finally:
             os.close(fd)
+    # Only where /proc is missing: neither a check nor the daemon loads it otherwise.
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="kube-loopback-guard-") as directory:
         path = os.path.join(directory, "client.pem")
         with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:

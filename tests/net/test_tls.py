@@ -7,6 +7,8 @@ whole exchange, whatever the peer does.
 from __future__ import annotations
 
 import ssl
+import subprocess
+import sys
 import time
 from typing import Callable, Optional, Type
 
@@ -69,6 +71,24 @@ def test_ipv6_and_host_names(standin: StandinFactory, ipv6_loopback: str) -> Non
     # localhost may resolve to ::1 first: the next address is tried.
     with _connect("localhost", v4.port) as connection:
         assert connection.peer_certificate() == v4.pair.cert_der
+
+
+def test_a_plain_name_skips_the_idna_codec_and_others_are_encoded(
+    standin: StandinFactory,
+) -> None:
+    api = standin(key_type="ec")
+    # In a fresh interpreter: this one has imported the codec long ago.
+    script = (
+        "import sys; from agent.net import tls, trust\n"
+        f"with tls.connect('127.0.0.1', {api.port}, server_name={LOOPBACK_SERVER_NAME!r},"
+        " context=trust.unverified_context(), deadline=tls.Deadline(5.0)):\n"
+        "    print('encodings.idna' in sys.modules)"
+    )
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (ran.stdout, ran.stderr) == ("False\n", "")
+    with _connect(api.host, api.port, server_name="bücher.example"):
+        pass
+    assert api.server_names == [LOOPBACK_SERVER_NAME, "xn--bcher-kva.example"]
 
 
 def _failure(port: int, timeout: float = DEADLINE) -> tls.NetError:
