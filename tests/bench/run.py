@@ -15,6 +15,7 @@ is stopped by its PID.
 from __future__ import annotations
 
 import argparse
+import compileall
 import io
 import json
 import os
@@ -352,6 +353,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     processes = Processes()
     started = time.monotonic()
     steps: List[Callable[[], None]] = []
+    # Installed, the agent has its bytecode (pip and dh_python3 compile it, as
+    # they did the peers' libraries); a source tree run with
+    # PYTHONDONTWRITEBYTECODE would compile every module in every cold start.
+    compileall.compile_dir(os.path.join(sides.ROOT, "agent"), quiet=1)
     with tempfile.TemporaryDirectory(prefix="klg-bench-") as tmp:
         try:
             port = sides.start_standin(processes)
