@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import queue
 import select
 import socket
 import ssl
@@ -166,19 +165,21 @@ def _resolve(host: str, port: int, deadline: Deadline) -> List[_Address]:
 def _resolve_by(host: str, port: int, deadline: Deadline) -> List[Any]:
     # getaddrinfo takes no timeout: ask in a thread and stop waiting at the
     # deadline (the thread ends when the resolver gives up).
-    answers: queue.Queue[Any] = queue.Queue(maxsize=1)
+    answers: List[Any] = []
+    answered = threading.Event()
 
     def ask() -> None:
         try:
-            answers.put(socket.getaddrinfo(_idna(host), port, type=socket.SOCK_STREAM))
+            answers.append(socket.getaddrinfo(_idna(host), port, type=socket.SOCK_STREAM))
         except (OSError, ValueError) as exc:
-            answers.put(exc)
+            answers.append(exc)
+        finally:
+            answered.set()
 
     threading.Thread(target=ask, name="klg-resolve", daemon=True).start()
-    try:
-        found = answers.get(timeout=deadline.remaining())
-    except queue.Empty:
-        raise _Expired() from None
+    if not answered.wait(deadline.remaining()):
+        raise _Expired()
+    found = answers[0]
     if isinstance(found, socket.gaierror):
         raise NetError(f"cannot resolve {host!r}: {found.strerror}", "connect")
     if isinstance(found, Exception):
