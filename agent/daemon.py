@@ -44,6 +44,7 @@ from agent.report.journal import Journal
 from agent.report.metrics import write_metrics
 from agent.report.notify import Notifier
 from agent.report.output import systemd_status
+from agent.restart.edges import RestartEdges
 from agent.restart.restarter import Restarter
 from agent.state.records import (
     AgentState,
@@ -104,6 +105,8 @@ class Daemon:
         self._wake_w = -1
         self._status = "starting"
         self._last_problem: Dict[str, str] = {}
+        self._restarter: Optional[Restarter] = None
+        self.restarter()
 
     # --- journal -------------------------------------------------------------
 
@@ -191,6 +194,8 @@ class Daemon:
         policy = self.config.restart
         texts: Dict[str, str] = {}
         acted = False
+        restarter = self.restarter()
+        holding = restarter.keep_lease(report.targets, self.state)
         decisions = [
             decide(
                 item.assessment,
@@ -207,9 +212,7 @@ class Daemon:
             name = item.target.name
             if decision.restart and not acted:
                 acted = True
-                outcome = Restarter(
-                    self.config, self.journal, self.probe, self.node, self.clock
-                ).run(item, decision)
+                outcome = restarter.run(item, decision)
                 texts[name] = outcome.status
                 self.planned.pop(name, None)
                 if outcome.acted:
@@ -221,7 +224,19 @@ class Daemon:
                 )
             texts[name] = decision.status
             self.note_plan(item, decision)
+        if holding is not None:
+            for name in (t.target.name for t in report.targets if policy.applies_to(t.target.name)):
+                texts[name] = f"{texts[name]}; {holding}" if texts.get(name) else holding
         return texts
+
+    def restarter(self) -> Restarter:
+        """The restarter, kept while the config stays (made anew on reload,
+        when no check runs): it holds the lease after a failed restart and
+        watches other holders' leases."""
+        if self._restarter is None:
+            edges = RestartEdges(self.probe)
+            self._restarter = Restarter(self.config, self.journal, self.node, self.clock, edges)
+        return self._restarter
 
     def note_plan(self, item: TargetReport, decision: RestartDecision) -> None:
         """Log the restart plan when it changes, never once per interval."""
@@ -271,6 +286,8 @@ class Daemon:
         if config.state_dir != self.config.state_dir:
             self.load_state(config.state_dir)
         self.config = config
+        self._restarter = None
+        self.restarter()
         self.log_plain(
             EventKind.CONFIG_RELOADED,
             PRIORITY_INFO,
@@ -288,13 +305,8 @@ class Daemon:
 
     def _check_budget(self) -> float:
         """Seconds a check (and the one restart it may carry out) may take."""
-        budget = sum(t.timeout.total_seconds() for t in self.config.targets) + self.hung_margin
-        policy = self.config.restart
-        if policy.enabled:
-            # guards, pre_hook, method, post_hook, then verification
-            budget += 4 * policy.command_timeout.total_seconds()
-            budget += policy.ready_timeout.total_seconds() + 60
-        return budget
+        checks = sum(t.timeout.total_seconds() for t in self.config.targets)
+        return checks + self.hung_margin + self.restarter().budget()
 
     def run(self) -> int:
         wake_r, self._wake_w = os.pipe()

@@ -364,7 +364,7 @@ command_timeout = "10s"
 [[restart.windows]]
 days = {days}
 start = "00:00"
-end = "00:00"
+end = "24:00"
 """
 
 

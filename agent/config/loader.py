@@ -13,6 +13,7 @@ import sys
 from dataclasses import replace
 from typing import Any, Dict, List, Optional
 
+from agent.config.durations import format_duration
 from agent.config.schema import TOP, Table, children_of, table_named
 from agent.config.types import (
     Config,
@@ -167,10 +168,13 @@ def _restart(
         errors.add("restart.command", 'is required when method = "command"', show_value=False)
     if values["method"] == "systemd" and not values["unit"]:
         errors.add("restart.unit", 'is required when method = "systemd"', values["unit"])
-    if values["enabled"] and not windows and values["when_expired"] == "window":
+    if values["enabled"] and not windows and not section.get("windows"):
+        # Without a window it would restart only after expiry, once the outage has begun.
         errors.add(
             "restart.windows",
-            'is empty: with when_expired = "window" nothing would ever be restarted',
+            "is empty: with enabled = true at least one [[restart.windows]] is required "
+            "(without one a restart would only happen after expiry, once the outage has "
+            'begun); a whole day is start = "00:00", end = "24:00"',
             show_value=False,
         )
     return RestartConfig(**values, windows=tuple(windows), lease=lease)
@@ -204,6 +208,16 @@ def build_config(raw: Dict[str, Any], path: str) -> Config:
         )
     targets = _targets(errors, raw)
     restart = _restart(errors, raw, [t["name"] for t in targets if t["name"]])
+    critical = thresholds["critical"]
+    if restart is not None and critical is not None and restart.before_expiry <= critical:
+        section = raw.get("restart", {})
+        errors.add(
+            "restart.before_expiry",
+            "must be longer than thresholds.critical "
+            f"({raw.get('thresholds', {}).get('critical', '14d')}): a restart due only "
+            "after CRITICAL would come too late to prevent the alarm",
+            section.get("before_expiry", "90d") if isinstance(section, dict) else None,
+        )
     if errors.problems or restart is None:
         raise ConfigError(errors.problems or [f"{path}: invalid [restart] table"])
     return Config(
@@ -249,6 +263,22 @@ def load_config(path: Optional[str] = None) -> Config:
     except UnicodeDecodeError:
         raise ConfigError([f"{path}: not UTF-8 text"]) from None
     return parse_config(text, path)
+
+
+def config_notes(config: Config) -> List[str]:
+    """Given a valid config, return what is allowed but worth saying: a
+    before_expiry not longer than thresholds.warning means WARNING is raised
+    before the agent restarts, so it no longer means "a person must act"."""
+    notes = []
+    restart = config.restart
+    if restart.enabled and restart.before_expiry <= config.thresholds.warning:
+        notes.append(
+            f"note: restart.before_expiry ({format_duration(restart.before_expiry)}) is not "
+            f"longer than thresholds.warning ({format_duration(config.thresholds.warning)}): "
+            "WARNING will be raised "
+            "before the agent restarts the apiserver"
+        )
+    return notes
 
 
 def default_config() -> Config:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
 from agent.config.durations import parse_duration
+from agent.config.types import RestartMethod
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
@@ -186,6 +187,8 @@ KINDS: Dict[str, Callable[[Any], Any]] = {
     "target-names": target_names,
     "days": days,
     "peer-urls": peer_urls,
-    "restart-method": _choice("systemd", "static-pod", "command"),
+    "restart-method": lambda value: RestartMethod(
+        _choice(*(m.value for m in RestartMethod))(value)
+    ),
     "when-expired": _choice("immediately", "window"),
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Mapping, Optional, Tuple
 
 from agent.model import BACKDATE, CROSS_CHECK_TOLERANCE, ApiserverProcess, TargetReport
@@ -58,12 +59,36 @@ class TargetState:
     last_alert_at: Optional[datetime]
 
 
+class RestartPhase(str, Enum):
+    """A restart record is written as an intent before anything is touched,
+    then again, done, with the outcome."""
+
+    INTENT = "intent"
+    DONE = "done"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class RestartResult(str, Enum):
+    """How a restart ended: the method ran (succeeded, failed), or it did not
+    (blocked by a guard, aborted before the method)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    ABORTED = "aborted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class RestartRecord:
     target: str
     at: datetime
-    phase: str  # written as intent before acting, then again with the outcome
-    outcome: Optional[str]
+    phase: RestartPhase
+    outcome: Optional[RestartResult]
     old_not_after: Optional[datetime]
     new_not_after: Optional[datetime]
     detail: str
@@ -159,7 +184,10 @@ def add_restart(state: AgentState, record: RestartRecord) -> AgentState:
 def counts_for_min_interval(record: RestartRecord) -> bool:
     """An intent never finished (a crash mid-restart) counts, as does any
     restart that ran; a restart blocked or aborted before acting does not."""
-    return record.phase == "intent" or record.outcome in ("succeeded", "failed")
+    return record.phase is RestartPhase.INTENT or record.outcome in (
+        RestartResult.SUCCEEDED,
+        RestartResult.FAILED,
+    )
 
 
 def last_restart(state: AgentState, target: str) -> Optional[datetime]:
@@ -167,6 +195,15 @@ def last_restart(state: AgentState, target: str) -> Optional[datetime]:
     intent to restart it was written), for min_interval."""
     times = [r.at for r in state.restarts if r.target == target and counts_for_min_interval(r)]
     return max(times) if times else None
+
+
+def unverified_restart(state: AgentState) -> Optional[RestartRecord]:
+    """Given the state, return the last restart that ran (or may have: an
+    intent never finished) when it was not verified, else None."""
+    ran = [r for r in state.restarts if counts_for_min_interval(r)]
+    if not ran or ran[-1].outcome is RestartResult.SUCCEEDED:
+        return None
+    return ran[-1]
 
 
 def finish_restart(state: AgentState, intent: RestartRecord, done: RestartRecord) -> AgentState:

@@ -38,7 +38,7 @@ ready_timeout = "1m"
 [[restart.windows]]
 days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 start = "00:00"
-end = "00:00"
+end = "24:00"
 timezone = "UTC"
 """
 )

@@ -34,7 +34,7 @@ def klg(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 def config(tmp_path: Path, port: int, *restart: str, window: str = "") -> str:
     path = tmp_path / "config.toml"
-    window = window or f'days = {ALWAYS}\nstart = "00:00"\nend = "00:00"'
+    window = window or f'days = {ALWAYS}\nstart = "00:00"\nend = "24:00"'
     path.write_text(
         "\n".join(
             [

@@ -80,7 +80,7 @@ timeout = "2s"
 [[restart.windows]]
 days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 start = "00:00"
-end = "00:00"
+end = "24:00"
 {extra}
 """
     path = tmp_path / "config.toml"
