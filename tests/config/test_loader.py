@@ -185,7 +185,7 @@ def test_full_config() -> None:
         ),
         (
             '[thresholds]\ncritical = "20d"\n[restart]\nbefore_expiry = "15d"',
-            'restart.before_expiry: must be longer than thresholds.critical (20d): a restart '
+            "restart.before_expiry: must be longer than thresholds.critical (20d): a restart "
             'due only after CRITICAL would come too late to prevent the alarm (got "15d")',
         ),
         ("[restart]\nwindow = 1", "restart.window: unknown key (did you mean 'windows'?)"),
