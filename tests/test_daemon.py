@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from conftest import StandinFactory
+from conftest import Spawn, StandinFactory
 from test_journal import FakeJournald
 
 from agent.report.events import MESSAGE_IDS, EventKind
@@ -369,8 +369,9 @@ end = "24:00"
 
 
 def test_inside_a_window_exactly_one_restart(
-    start_agent: Callable[..., Agent], supervisors: Supervisors
+    start_agent: Callable[..., Agent], supervisors: Supervisors, spawn: Spawn
 ) -> None:
+    spawn("kubelet")  # static pods: kubelet starts the new apiserver
     api = supervisors.start()  # 20-day certificate: due (before_expiry 30d)
     old = api.wait_for_child()
     every_day = '["mon", "tue", "wed", "thu", "fri", "sat", "sun"]'
