@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Set, Tuple
 
 from agent.check import resolve_endpoint
 from agent.config.types import Config, RestartMethod
@@ -93,6 +93,7 @@ class Restarter:
         self.node = node
         self.clock = clock
         self.edges = edges
+        self._unreadable_peers: Set[str] = set()
         self.keeper = LeaseKeeper(
             config.restart, node, journal, clock, edges.open_lease, edges.monotonic
         )
@@ -124,7 +125,9 @@ class Restarter:
             )
             if not result.ok:
                 return f"peer {peer} not ready: {result.detail}"
-            if result.status in (401, 403):
+            if result.status in (401, 403) and peer not in self._unreadable_peers:
+                # Said once per peer while the agent runs, not at every restart.
+                self._unreadable_peers.add(peer)
                 self.journal.send(f"peer {peer}: {result.detail}", PRIORITY_NOTICE, {})
         return None
 
