@@ -11,22 +11,19 @@ ends that. Every failure to reach the API server becomes a reason, never a crash
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Callable, Optional, Tuple
 
 from agent.config.types import RestartConfig
 from agent.kube.kubeconfig import KubeconfigError, load_kubeconfig
 from agent.kube.lease import Lease, LeaseClient, LeaseError
-from agent.model import BACKDATE, TargetReport
+from agent.model import TargetReport
 from agent.report.events import PRIORITY_CRIT, PRIORITY_INFO, PRIORITY_WARNING
 from agent.report.journal import Journal
-from agent.restart.verify import ReadyzResult
+from agent.restart.verify import ReadyzResult, issued_since
 from agent.state.records import AgentState, RestartRecord, RestartResult, unverified_restart
 
 __all__ = ["LeaseHolder", "LeaseKeeper", "holding_message", "open_lease"]
-
-# The CN's time is read after key generation, and clocks drift a little.
-_CLOCK_SLACK = timedelta(seconds=5)
 
 
 def open_lease(
@@ -224,6 +221,6 @@ def _healthy_since(
     probe = None if item is None else item.facts.probe
     if item is None or probe is None or probe.cert is None:
         return False
-    if probe.cert.not_before + BACKDATE < record.at - _CLOCK_SLACK:
+    if not issued_since(probe.cert, record.at):
         return False
     return readyz(probe.host, probe.port, item.target.timeout.total_seconds()).ok

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Callable, Dict, Optional, Set, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from agent.check import resolve_endpoint
-from agent.config.types import Config, RestartMethod
+from agent.config.types import Config
 from agent.judge.decide import GuardResults, Reason, RestartDecision, apply_guards, decide
 from agent.kube.api import printable
 from agent.kube.kubeconfig import KubeconfigError
@@ -36,6 +36,7 @@ from agent.report.events import (
 )
 from agent.report.journal import Journal
 from agent.restart.edges import RestartEdges
+from agent.restart.guards import CALL_TIMEOUT, Guards
 from agent.restart.lease_holder import LeaseHolder, LeaseKeeper
 from agent.restart.plan import forced
 from agent.restart.verify import ReadyzResult, Verification, verify_restart
@@ -50,8 +51,6 @@ from agent.state.records import (
 )
 from agent.state.store import RestartLock, read_state, update_state
 
-# One /readyz or Lease call is bounded by this, as the peers' are.
-_CALL_TIMEOUT = 10.0
 # Verification polls every 2 s and a last round may start at the deadline.
 _VERIFY_SLACK = 60.0
 
@@ -93,7 +92,7 @@ class Restarter:
         self.node = node
         self.clock = clock
         self.edges = edges
-        self._unreadable_peers: Set[str] = set()
+        self._guards = Guards(config.restart, edges, journal)
         self.keeper = LeaseKeeper(
             config.restart, node, journal, clock, edges.open_lease, edges.monotonic
         )
@@ -106,8 +105,8 @@ class Restarter:
         if not policy.enabled:
             return 0.0
         command = policy.command_timeout.total_seconds()
-        peers = len(policy.peers) * min(_CALL_TIMEOUT, command)
-        lease = 0.0 if policy.lease is None else 2 * 2 * _CALL_TIMEOUT
+        peers = len(policy.peers) * min(CALL_TIMEOUT, command)
+        lease = 0.0 if policy.lease is None else 2 * 2 * CALL_TIMEOUT
         return peers + 4 * command + policy.ready_timeout.total_seconds() + _VERIFY_SLACK + lease
 
     # --- journal -------------------------------------------------------------
@@ -117,40 +116,10 @@ class Restarter:
 
     # --- guards ----------------------------------------------------------------
 
-    def peer_problem(self) -> Optional[str]:
-        timeout = min(_CALL_TIMEOUT, self.policy.command_timeout.total_seconds())
-        for peer in self.policy.peers:
-            result = self.edges.peer_readyz(
-                peer, timeout, self.policy.peer_ca, self.policy.peer_credentials
-            )
-            if not result.ok:
-                return f"peer {peer} not ready: {result.detail}"
-            if result.status in (401, 403) and peer not in self._unreadable_peers:
-                # Said once per peer while the agent runs, not at every restart.
-                self._unreadable_peers.add(peer)
-                self.journal.send(f"peer {peer}: {result.detail}", PRIORITY_NOTICE, {})
-        return None
-
-    def command_problem(self, env: Dict[str, str]) -> Optional[str]:
-        if not self.policy.blocking_command:
-            return None
-        result = self.edges.hook(
-            self.policy.blocking_command, env, self.policy.command_timeout.total_seconds()
-        )
-        return None if result.ok else f"blocking command said no: {result.detail}"
-
     def guards(self, env: Dict[str, str]) -> GuardResults:
         """Peers, the blocking command and, for static pods, the kubelet (the
         lease is taken separately)."""
-        peer = self.peer_problem()
-        if peer is not None:
-            return GuardResults(peer_problem=peer)
-        command = self.command_problem(env)
-        if command is not None:
-            return GuardResults(command_problem=command)
-        if self.policy.method is RestartMethod.STATIC_POD:
-            return GuardResults(kubelet_problem=self.edges.kubelet_problem())
-        return GuardResults()
+        return self._guards.ask(env)
 
     def read_only_guards(self, report: TargetReport) -> GuardResults:
         """The guards as `plan` asks them: peers, the blocking command, the

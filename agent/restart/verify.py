@@ -23,6 +23,7 @@ from agent.report.output import rfc3339
 __all__ = [
     "ReadyzResult",
     "Verification",
+    "issued_since",
     "peer_address",
     "readyz",
     "readyz_url",
@@ -365,7 +366,14 @@ def _issued_after(
     restart began (None: unknown), return whether it was issued since."""
     if old is not None and (cert.sha256 == old.sha256 or cert.not_before <= old.not_before):
         return False
-    return began is None or cert.not_before + BACKDATE >= began - _CLOCK_SLACK
+    return began is None or issued_since(cert, began)
+
+
+def issued_since(cert: LoopbackCert, moment: datetime) -> bool:
+    """Given a loopback certificate and a moment, return whether the apiserver
+    generated it at or after that moment (its not_before is generation − 1 h),
+    give or take a few seconds of clock disagreement."""
+    return cert.not_before + BACKDATE >= moment - _CLOCK_SLACK
 
 
 def _missing(
