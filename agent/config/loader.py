@@ -20,6 +20,7 @@ from agent.config.types import (
     LeaseConfig,
     MetricsConfig,
     RestartConfig,
+    RestartMethod,
     TargetConfig,
     Thresholds,
 )
@@ -164,9 +165,9 @@ def _restart(
     for name in values["targets"]:
         if name not in target_names:
             errors.add("restart.targets", f"names no configured target {name!r}", name)
-    if values["method"] == "command" and not values["command"]:
+    if values["method"] is RestartMethod.COMMAND and not values["command"]:
         errors.add("restart.command", 'is required when method = "command"', show_value=False)
-    if values["method"] == "systemd" and not values["unit"]:
+    if values["method"] is RestartMethod.SYSTEMD and not values["unit"]:
         errors.add("restart.unit", 'is required when method = "systemd"', values["unit"])
     if values["enabled"] and not windows and not section.get("windows"):
         # Without a window it would restart only after expiry, once the outage has begun.
