@@ -317,7 +317,10 @@ RESTART_LEASE = Table(
     name="restart.lease",
     description=(
         "Optional: one master at a time, cluster-wide, through a\n"
-        "coordination.k8s.io/v1 Lease (RBAC in README)."
+        "coordination.k8s.io/v1 Lease (RBAC in README). Released after a verified\n"
+        "restart; after a failed one it is kept (and renewed) until this apiserver\n"
+        'is verified healthy, or `kube-loopback-guard lease release`. Its kubeconfig\n'
+        "also asks the peers' /readyz unless [restart] peer_kubeconfig is set."
     ),
     optional=True,
     options=(
@@ -333,7 +336,8 @@ RESTART_LEASE = Table(
             "duration",
             "positive-duration",
             "15m",
-            "leaseDurationSeconds: a lease left by a dead agent expires after this.",
+            "leaseDurationSeconds: another master takes over a lease left by a dead\n"
+            "agent once it has stayed unchanged this long.",
         ),
         Option(
             "identity",
