@@ -23,6 +23,7 @@ from agent.model import (
     TargetReport,
 )
 from agent.observe.discover import ProcessFinder
+from agent.text import one_line
 
 ProbeFunction = Callable[[str, int, str, float], ProbeResult]
 # Given a target name and its process, the lifetime an earlier probe of that
@@ -90,7 +91,24 @@ def run_check(
     """Check every target; the clock is read once per target, after its probe."""
     reports = []
     for target in targets:
-        facts = gather_facts(target, finder, probe)
+        try:
+            facts = gather_facts(target, finder, probe)
+        except Exception as exc:
+            # Whatever a peer or /proc made the probe or discovery trip over is
+            # this target's UNKNOWN, never a crash that hides the other targets.
+            facts = TargetFacts(
+                target=target.name,
+                process=None,
+                discovery_error=None,
+                probe=ProbeResult(
+                    host=target.host,
+                    port=target.port,
+                    server_name=target.server_name,
+                    cert=None,
+                    livez="not-checked",
+                    error=f"check failed: {type(exc).__name__}: {one_line(str(exc))}",
+                ),
+            )
         lifetime = assumed_lifetime(target, learned(target.name, facts.process))
         assessment = assess(facts, thresholds, lifetime, clock())
         reports.append(TargetReport(target=target, facts=facts, assessment=assessment))

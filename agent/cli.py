@@ -8,16 +8,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Callable, List, Optional, Tuple, Union
 
 if TYPE_CHECKING:
     from agent.state.records import AgentState
 
 from agent import __version__
-from agent.config.durations import argument, parse_signed_duration, parse_utc_time
+from agent.config.durations import (
+    argument,
+    parse_duration,
+    parse_signed_duration,
+    parse_utc_time,
+    within,
+)
 from agent.config.loader import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from agent.config.types import Config, TargetConfig
+from agent.model import MAX_LIFETIME
 from agent.report.output import EXIT_UNKNOWN
 
 # sysexits.h EX_CONFIG; the unit's RestartPreventExitStatus= names it.
@@ -328,16 +335,17 @@ def build_parser() -> argparse.ArgumentParser:
             "against it and print the result. Exits like `check`."
         ),
     )
+    # Bounded like a config's lifetime: beyond, the stand-in's dates overflow.
     demo.add_argument(
         "--expires-in",
-        type=argument(parse_signed_duration),
+        type=argument(within(parse_signed_duration, -MAX_LIFETIME, MAX_LIFETIME)),
         default="300d",
         metavar="DURATION",
         help='time left on the stand-in certificate (default "300d"; "-3d" = expired 3 days ago)',
     )
     demo.add_argument(
         "--lifetime",
-        type=argument(parse_signed_duration),
+        type=argument(within(parse_duration, timedelta(seconds=1), MAX_LIFETIME)),
         default="365d",
         metavar="DURATION",
         help='certificate lifetime (default "365d"; v1.33+ uses "1096d")',

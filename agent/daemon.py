@@ -52,9 +52,11 @@ from agent.state.records import (
     last_restart,
     learned_lifetime,
     process_record,
+    settle_future,
     target_state_from,
 )
 from agent.state.store import load_state, update_state
+from agent.timefmt import format_rfc3339
 
 _CHECK_DONE = 0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -159,11 +161,18 @@ class Daemon:
         try:
             # Read-modify-write under a lock: the restart history on disk may
             # have grown (the `restart` verb), and is kept as it is there.
-            self.state, message = update_state(
-                config.state_dir, lambda s: replace(s, targets=targets), report.checked_at
-            )
+            moved: List[str] = []
+
+            def change(state: AgentState) -> AgentState:
+                settled, notes = settle_future(replace(state, targets=targets), report.checked_at)
+                moved[:] = notes
+                return settled
+
+            self.state, message = update_state(config.state_dir, change, report.checked_at)
             if message:
                 self.journal.send(message, PRIORITY_ERR, {})
+            for note in moved:
+                self.journal.send(note, PRIORITY_WARNING, {})
             self.solved("state")
         except OSError as error:
             self.problem("state", f"cannot save state in {config.state_dir}: {error}")
@@ -196,13 +205,14 @@ class Daemon:
         acted = False
         restarter = self.restarter()
         holding = restarter.keep_lease(report.targets, self.state)
+        now = self.clock()
         decisions = [
             decide(
                 item.assessment,
                 policy,
-                last_restart(self.state, item.target.name),
+                last_restart(self.state, item.target.name, now),
                 self.node,
-                self.clock(),
+                now,
             )
             for item in report.targets
         ]
@@ -254,7 +264,7 @@ class Daemon:
             f"{name}: {decision.message}",
             TARGET=name,
             RESTART_REASON=decision.reason.value,
-            RESTART_AT=opening.start.strftime("%Y-%m-%dT%H:%M:%SZ") if opening else None,
+            RESTART_AT=format_rfc3339(opening.start) if opening else None,
         )
 
     def _worker(self, result: List[str]) -> None:

@@ -9,14 +9,15 @@ that every reporter renders. Every datetime here is timezone-aware UTC.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import List, Literal, Optional, Tuple
 
 from agent.config.types import TargetConfig, Thresholds
 
-# The upstream verdict of GET /livez/loopback-serving-certificate (v1.36+):
-# ok (200 "ok"), failed (500), absent (404, apiserver older than v1.36),
+# The verdict of upstream's loopback-serving-certificate check (v1.36+), from
+# its line in GET /livez?verbose: ok ("[+]… ok"), failed ("[-]… failed", HTTP
+# 500), absent (a 200 or 500 without the line: apiserver older than v1.36),
 # forbidden (401/403: anonymous access is off, which is normal), error
 # (anything else), not-checked (no TLS session to ask on).
 LivezVerdict = Literal["ok", "failed", "absent", "forbidden", "error", "not-checked"]
@@ -28,6 +29,11 @@ BACKDATE = timedelta(hours=1)
 CROSS_CHECK_TOLERANCE = timedelta(minutes=10)
 # The shortest lifetime upstream ever used; the safe guess when nothing is known.
 DEFAULT_LIFETIME = timedelta(days=365)
+# The longest certificate lifetime the agent believes (vendors patch upstream's
+# 1096 days up to 30 years); also the config's maximum `lifetime`.
+MAX_LIFETIME = timedelta(days=100 * 365)
+# X.509 UTCTime starts in 1950; a loopback certificate dated earlier is not one.
+EARLIEST_CERT_TIME = datetime(1950, 1, 1, tzinfo=timezone.utc)
 # kube-apiserver's --secure-port default.
 DEFAULT_SECURE_PORT = 6443
 
@@ -71,10 +77,6 @@ class ProbeResult:
     cert: Optional[LoopbackCert]
     livez: LivezVerdict
     error: Optional[str]
-
-    @property
-    def ok(self) -> bool:
-        return self.cert is not None
 
 
 @dataclass(frozen=True)
@@ -132,11 +134,24 @@ def worst(states: List[State]) -> State:
     return max(states, key=lambda s: s.severity, default=State.OK)
 
 
+class Source(str, Enum):
+    """What an assessment rests on: the served certificate, an estimate from
+    the process start time, or nothing."""
+
+    PROBE = "probe"
+    PROCESS_START = "process-start"
+    NONE = "none"
+
+    def __str__(self) -> str:
+        # The same text in f-strings on every Python (3.12 changed format()).
+        return self.value
+
+
 @dataclass(frozen=True)
 class Assessment:
     target: str
     state: State
-    source: str  # "probe" | "process-start" | "none"
+    source: Source
     not_before: Optional[datetime]
     not_after: Optional[datetime]
     seconds_left: Optional[float]

@@ -35,7 +35,7 @@ stage_sources() {
     cp -p "$KLG_ROOT/systemd/$KLG_NAME.service" "$KLG_ROOT/systemd/$KLG_NAME.catalog" "$dest/systemd/"
     cp -p "$KLG_ROOT/examples/config.toml" "$dest/examples/"
     cp -p "$KLG_ROOT/packaging/gen-manpage" "$KLG_ROOT/packaging/$KLG_NAME.launcher" "$dest/packaging/"
-    cp -p "$KLG_ROOT/README.md" "$dest/"
+    cp -p "$KLG_ROOT/README.md" "$KLG_ROOT/LICENSE" "$dest/"
 }
 
 # Where the packages go: the first argument, else dist/ in the checkout.

@@ -241,3 +241,25 @@ class TlsScriptedPeer(TlsPeer):
     def after_handshake(self, tls: ssl.SSLSocket) -> None:
         self.requests.append(self.read_request(tls))
         tls.sendall(self.response)
+
+
+class TlsEndlessChunkedPeer(TlsPeer):
+    """Reads the HTTP request, then answers 200 with a chunked body that never
+    ends, as fast as the client reads it; `sent` counts the body bytes sent."""
+
+    def __init__(self, chunk: bytes = b"[+]ping ok\n" * 372) -> None:
+        super().__init__()
+        self.chunk = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+        self.sent = 0
+
+    def after_handshake(self, tls: ssl.SSLSocket) -> None:
+        self.read_request(tls)
+        tls.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        while not self._stop.is_set():
+            try:
+                tls.sendall(self.chunk)
+            except socket.timeout:
+                continue  # the client is not reading: wait for it, or for close
+            self.sent += len(self.chunk)

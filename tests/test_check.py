@@ -101,7 +101,7 @@ def test_certificate_made_at_process_start_cross_checks_clean(
     port_holder = standin(expires_in=timedelta(days=200))
     child = spawn(name, f"--secure-port={port_holder.port}")
     started = datetime.fromtimestamp(psutil.Process(child.pid).create_time(), tz=timezone.utc)
-    api = standin(generated_at=started, lifetime=timedelta(days=1096))
+    api = standin(started_at=started, lifetime=timedelta(days=1096))
     report = run_check(
         [target(process_name=name, port=api.port)], THRESHOLDS, ProcessFinder(), probe, _now
     )

@@ -271,3 +271,25 @@ def test_help_lists_every_verb_and_each_verb_explains() -> None:
         sub = klg(verb, "--help")
         assert sub.returncode == 0
         assert "--config PATH" in sub.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        # Each gave a traceback (OverflowError, ValueError) before.
+        (["plan", "--at", "0001-01-01T00:30:00+01:00"], 2, "is not an RFC 3339 time"),
+        (["demo", "--expires-in", "999999999d"], 2, "write a duration between -36500d and 36500d"),
+        (["demo", "--lifetime", "0s"], 2, "write a duration between 1s and 36500d"),
+        (["demo", "--lifetime", "999999999d"], 2, "write a duration between 1s and 36500d"),
+        (["demo", "--expires-in=-36500d"], 3, "cannot build the stand-in certificate"),
+    ],
+)
+def test_out_of_range_arguments_are_clean_errors(
+    tmp_path: Path, args: List[str], code: int, message: str
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'state_dir = "{tmp_path}/state"\n')
+    result = klg(*args, "--config", str(config))
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

@@ -39,6 +39,7 @@ DEB_DEPENDS = [
     "python3-psutil",
     "python3-cryptography",
     "python3-sdnotify",
+    "python3-yaml",
     "python3 (>= 3.11) | python3-tomli",
 ]
 RPM_REQUIRES = {
@@ -46,6 +47,7 @@ RPM_REQUIRES = {
     "python3-psutil",
     "python3-cryptography",
     "python3-sdnotify",
+    "python3-pyyaml",
     "(python3-tomli if python3 < 3.11)",
 }
 
@@ -462,6 +464,7 @@ def test_rpm_files_and_config(rpm: Path) -> None:
         f"/usr/lib/systemd/catalog/{NAME}.catalog",
         f"/etc/{NAME}/config.toml",
         f"/usr/share/doc/{NAME}/README.md",
+        f"/usr/share/licenses/{NAME}/LICENSE",
     ):
         assert path in files, path
     assert [p for p in files if p.startswith(f"/usr/share/man/man1/{NAME}.1")]

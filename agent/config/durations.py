@@ -8,13 +8,15 @@ errors easy to explain.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable, TypeVar
+
+from agent.timefmt import parse_rfc3339
 
 T = TypeVar("T")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_PATTERN = re.compile(r"^([0-9]{1,9})([smhd])$")
+_PATTERN = re.compile(r"([0-9]{1,9})([smhd])")
 
 
 def parse_duration(text: str) -> timedelta:
@@ -22,7 +24,7 @@ def parse_duration(text: str) -> timedelta:
 
     Raise ValueError, saying what is accepted, for anything else.
     """
-    match = _PATTERN.match(text.strip()) if isinstance(text, str) else None
+    match = _PATTERN.fullmatch(text.strip()) if isinstance(text, str) else None
     if match is None:
         raise ValueError(
             f"{text!r} is not a duration: write a whole number and one unit, "
@@ -53,21 +55,31 @@ def parse_signed_duration(text: str) -> timedelta:
     return parse_duration(text)
 
 
+def within(
+    parse: Callable[[str], timedelta], low: timedelta, high: timedelta
+) -> Callable[[str], timedelta]:
+    """Given a duration parser and bounds, return a parser that also raises
+    ValueError, naming the bounds, for a duration outside them."""
+
+    def checked(text: str) -> timedelta:
+        value = parse(text)
+        if not low <= value <= high:
+            raise ValueError(
+                f"{text!r} is out of range: write a duration between "
+                f"{format_duration(low)} and {format_duration(high)}"
+            )
+        return value
+
+    checked.__name__ = parse.__name__
+    return checked
+
+
 def parse_utc_time(text: str) -> datetime:
     """Given RFC 3339 text with an offset ("…Z", "…+01:00"), return it as aware UTC.
 
-    Raise ValueError if it is not such a time.
+    Raise ValueError if it is not such a time (or lies outside years 1–9999 in UTC).
     """
-    try:
-        # fromisoformat reads no "Z" before Python 3.11.
-        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is not a time: write RFC 3339, e.g. 2026-12-06T02:30:00+01:00"
-        ) from None
-    if moment.tzinfo is None:
-        raise ValueError(f"{text!r} needs a UTC offset, e.g. +01:00 or Z")
-    return moment.astimezone(timezone.utc)
+    return parse_rfc3339(text)
 
 
 def argument(parse: Callable[[str], T]) -> Callable[[str], T]:

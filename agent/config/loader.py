@@ -9,12 +9,14 @@ errors, so a typo can never silently switch something off.
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 from dataclasses import replace
 from typing import Any, Dict, List, Optional
 
 from agent.config.durations import format_duration
 from agent.config.schema import TOP, Table, children_of, table_named
+from agent.config.trust import trust_problems
 from agent.config.types import (
     Config,
     LeaseConfig,
@@ -252,6 +254,9 @@ def load_config(path: Optional[str] = None) -> Config:
     path = path if path is not None else DEFAULT_CONFIG_PATH
     try:
         with open(path, "rb") as handle:
+            # The owner and mode of the file actually read, not of whatever
+            # the path names a moment later.
+            info = os.fstat(handle.fileno())
             data = handle.read()
     except FileNotFoundError:
         if explicit:
@@ -263,7 +268,11 @@ def load_config(path: Optional[str] = None) -> Config:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError([f"{path}: not UTF-8 text"]) from None
-    return parse_config(text, path)
+    config = parse_config(text, path)
+    problems = trust_problems(config, path, info)
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
 def config_notes(config: Config) -> List[str]:

@@ -53,9 +53,9 @@ TOP = Table(
     options=(
         Option(
             "interval",
-            "positive-duration",
+            "interval",
             "5m",
-            "How often the daemon (`run`) checks every target.",
+            "How often the daemon (`run`) checks every target (1s to 1d).",
         ),
         Option(
             "state_dir",
@@ -72,13 +72,13 @@ THRESHOLDS = Table(
     options=(
         Option(
             "warning",
-            "positive-duration",
+            "threshold",
             "60d",
-            "WARNING when less than this is left.",
+            "WARNING when less than this is left (at most 3650d).",
         ),
         Option(
             "critical",
-            "positive-duration",
+            "threshold",
             "14d",
             "CRITICAL when less than this is left; must be shorter than warning.",
         ),
@@ -137,7 +137,8 @@ TARGETS = Table(
             "auto",
             'Certificate lifetime assumed when only the process start time is known:\n"auto" '
             "(the lifetime learned from the last probe of the same process, else\n"
-            '365 days, the shortest upstream lifetime) or a duration such as "1096d".',
+            '365 days, the shortest upstream lifetime) or a duration such as "1096d"\n'
+            "(at most 36500d).",
         ),
     ),
 )
@@ -197,10 +198,10 @@ RESTART = Table(
         ),
         Option(
             "before_expiry",
-            "positive-duration",
+            "threshold",
             "90d",
-            "Due when less than this is left on the loopback certificate. Longer than\n"
-            "thresholds.critical (refused otherwise); by default longer than\n"
+            "Due when less than this is left on the loopback certificate (at most 3650d).\n"
+            "Longer than thresholds.critical (refused otherwise); by default longer than\n"
             "thresholds.warning too, so a guarded apiserver is restarted before anyone\n"
             'is warned and WARNING keeps meaning "a person must act".',
         ),
@@ -219,10 +220,10 @@ RESTART = Table(
         ),
         Option(
             "random_delay",
-            "duration",
+            "random-delay",
             "0s",
             "Delay into the window, the same on every check for this node and window\n"
-            "(spreads masters that share a window; at most half the window).",
+            "(spreads masters that share a window; at most half the window and 1d).",
         ),
         Option(
             "ready_timeout",
@@ -319,7 +320,7 @@ RESTART_LEASE = Table(
         "Optional: one master at a time, cluster-wide, through a\n"
         "coordination.k8s.io/v1 Lease (RBAC in README). Released after a verified\n"
         "restart; after a failed one it is kept (and renewed) until this apiserver\n"
-        'is verified healthy, or `kube-loopback-guard lease release`. Its kubeconfig\n'
+        "is verified healthy, or `kube-loopback-guard lease release`. Its kubeconfig\n"
         "also asks the peers' /readyz unless [restart] peer_kubeconfig is set."
     ),
     optional=True,
@@ -334,10 +335,10 @@ RESTART_LEASE = Table(
         Option("name", "name", "kube-loopback-guard", "Name of the Lease."),
         Option(
             "duration",
-            "positive-duration",
+            "lease-duration",
             "15m",
             "leaseDurationSeconds: another master takes over a lease left by a dead\n"
-            "agent once it has stayed unchanged this long.",
+            "agent once it has stayed unchanged this long (at most 1d).",
         ),
         Option(
             "identity",

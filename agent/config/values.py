@@ -14,9 +14,11 @@ from urllib.parse import urlsplit
 
 from agent.config.durations import parse_duration
 from agent.config.types import RestartMethod
+from agent.model import MAX_LIFETIME
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
+# Matched with fullmatch: "$" would also match before a trailing newline.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})")
 
 
 def string(value: Any) -> str:
@@ -67,14 +69,17 @@ def lifetime(value: Any) -> Optional[timedelta]:
     if value == "auto":
         return None
     try:
-        return positive_duration(value)
+        result = positive_duration(value)
     except ValueError:
         raise ValueError('must be "auto" or a duration such as "365d"') from None
+    if result > MAX_LIFETIME:
+        raise ValueError(f'must be "auto" or a duration of at most {_text(MAX_LIFETIME)}')
+    return result
 
 
 def name(value: Any) -> str:
     text = string(value)
-    if not _NAME.match(text):
+    if not _NAME.fullmatch(text):
         raise ValueError("must be 1-63 letters, digits, '.', '_' or '-', starting alphanumeric")
     return text
 
@@ -106,7 +111,7 @@ def host(value: Any) -> str:
         try:
             ipaddress.ip_address(text)
         except ValueError:
-            if not _HOSTNAME.match(text):
+            if not _HOSTNAME.fullmatch(text):
                 raise ValueError("must be an IP address or a host name") from None
     return text
 
@@ -177,8 +182,13 @@ KINDS: Dict[str, Callable[[Any], Any]] = {
     "metrics-file": metrics_file,
     "host": host,
     "port": port,
-    "duration": duration,
-    "positive-duration": positive_duration,
+    # Every duration has a ceiling: beyond it the value is a typo, and the
+    # arithmetic (select timeouts, now + x) would overflow. README and the
+    # option descriptions state each one.
+    "interval": _bounded(timedelta(seconds=1), timedelta(days=1)),
+    "threshold": _bounded(timedelta(seconds=1), timedelta(days=3650)),
+    "random-delay": _bounded(timedelta(0), timedelta(days=1)),
+    "lease-duration": _bounded(timedelta(seconds=1), timedelta(days=1)),
     "probe-timeout": _bounded(timedelta(seconds=1), timedelta(minutes=5)),
     "ready-timeout": _bounded(timedelta(seconds=10), timedelta(hours=1)),
     "min-interval": _bounded(timedelta(hours=1), timedelta(days=365)),

@@ -17,9 +17,12 @@ from agent.model import (
     ApiserverProcess,
     Assessment,
     LoopbackCert,
+    Source,
     State,
     TargetFacts,
 )
+from agent.text import one_line
+from agent.timefmt import format_rfc3339, format_utc_minutes
 
 
 def state_for(seconds_left: float, thresholds: Thresholds) -> State:
@@ -38,7 +41,7 @@ def _at_least(state: State, floor: State) -> State:
 
 
 def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+    return format_utc_minutes(moment)
 
 
 def _expiry_phrase(not_after: datetime, seconds_left: float) -> str:
@@ -52,7 +55,9 @@ def _probe_failure(facts: TargetFacts) -> Optional[str]:
         return None
     if facts.probe.error is None:
         return None
-    return f"probe of {facts.probe.host}:{facts.probe.port} failed: {facts.probe.error}"
+    return one_line(
+        f"probe of {facts.probe.host}:{facts.probe.port} failed: {facts.probe.error}", limit=None
+    )
 
 
 def assess(
@@ -68,12 +73,12 @@ def assess(
         return _from_certificate(facts, probe.cert, probe.livez, thresholds, now)
     if facts.process is not None:
         return _from_process_start(facts, facts.process, thresholds, assumed_lifetime, now)
-    reasons = [r for r in (facts.discovery_error, _probe_failure(facts)) if r]
+    reasons = [one_line(r, limit=None) for r in (facts.discovery_error, _probe_failure(facts)) if r]
     error = "; ".join(reasons) or "nothing to check: no process to find and no probe made"
     return Assessment(
         target=facts.target,
         state=State.UNKNOWN,
-        source="none",
+        source=Source.NONE,
         not_before=None,
         not_after=None,
         seconds_left=None,
@@ -107,15 +112,15 @@ def _from_certificate(
         expected = facts.process.started_at - BACKDATE
         if abs(cert.not_before - expected) > CROSS_CHECK_TOLERANCE:
             notes.append(
-                f"certificate not_before {cert.not_before:%Y-%m-%dT%H:%M:%SZ} is not the "
-                f"process start minus 1h ({expected:%Y-%m-%dT%H:%M:%SZ}): the probe may reach "
+                f"certificate not_before {format_rfc3339(cert.not_before)} is not the "
+                f"process start minus 1h ({format_rfc3339(expected)}): the probe may reach "
                 "another apiserver than PID "
                 f"{facts.process.pid}; the probed certificate wins"
             )
     return Assessment(
         target=facts.target,
         state=state,
-        source="probe",
+        source=Source.PROBE,
         not_before=cert.not_before,
         not_after=cert.not_after,
         seconds_left=seconds_left,
@@ -145,7 +150,7 @@ def _from_process_start(
     return Assessment(
         target=facts.target,
         state=state,
-        source="process-start",
+        source=Source.PROCESS_START,
         not_before=not_before,
         not_after=not_after,
         seconds_left=seconds_left,

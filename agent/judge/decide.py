@@ -19,7 +19,8 @@ from typing import Optional, Sequence
 
 from agent.config.types import RestartConfig
 from agent.judge.window import MaintenanceWindow, describe_start, next_opening_of
-from agent.model import Assessment, State
+from agent.model import Assessment, Source, State
+from agent.timefmt import format_utc_minutes
 
 
 class Reason(str, Enum):
@@ -122,7 +123,7 @@ def decide(
 
     if not policy.enabled or not policy.applies_to(target):
         return decision(False, Reason.DISABLED, "restart disabled")
-    if assessment.source != "probe" or assessment.not_after is None:
+    if assessment.source is not Source.PROBE or assessment.not_after is None:
         # An estimate from the start time, or nothing: never restart blind.
         return decision(
             False, Reason.UNKNOWN_EXPIRY, "no restart: the served certificate could not be read"
@@ -133,7 +134,7 @@ def decide(
         return decision(
             False,
             Reason.NOT_DUE,
-            f"restart not due before {due_at:%Y-%m-%d %H:%M} UTC",
+            f"restart not due before {format_utc_minutes(due_at)}",
             due_at,
             opening,
         )
@@ -142,8 +143,8 @@ def decide(
         return decision(
             False,
             Reason.TOO_SOON,
-            f"restart held: last restart {last_restart:%Y-%m-%d %H:%M} UTC, "
-            f"min_interval until {allowed:%Y-%m-%d %H:%M} UTC",
+            f"restart held: last restart {format_utc_minutes(last_restart)}, "
+            f"min_interval until {format_utc_minutes(allowed)}",
             due_at,
             opening,
         )

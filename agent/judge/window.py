@@ -40,7 +40,7 @@ _DAYS = {
     for number, abbreviation in enumerate(_DAY_ABBREVIATIONS)
     for name in (abbreviation.lower(), _DAY_NAMES[number])
 }
-_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+_CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 _END_OF_DAY = "24:00"
 _UTC = timezone.utc
 _DAY = timedelta(days=1)
@@ -133,7 +133,7 @@ def parse_clock(text: object, field: Literal["start", "end"]) -> time:
     stripped = text.strip() if isinstance(text, str) else None
     if field == "end" and stripped == _END_OF_DAY:
         return time(0, 0)
-    match = _CLOCK.match(stripped) if stripped is not None else None
+    match = _CLOCK.fullmatch(stripped) if stripped is not None else None
     if match is None:
         latest = '"24:00"' if field == "end" else '"23:59"'
         raise WindowError(

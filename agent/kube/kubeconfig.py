@@ -1,10 +1,10 @@
 """Read a kubeconfig: which API server to talk to, and as whom.
 
 The agent needs one thing from a kubeconfig: the server of one context, how to
-verify it and how to authenticate, as `ApiCredentials`. It may not depend on
-PyYAML, so it reads JSON, or YAML in the plain subset that kubeadm, RKE2, k3s
-and kubectl write (`agent.yamlsubset`); anything outside it is an error naming
-the construct and the line, never a guess.
+verify it and how to authenticate, as `ApiCredentials`. The file is YAML (or
+JSON, which is YAML too), read with PyYAML's `safe_load`, imported only when a
+kubeconfig is read. A file that is not valid YAML is reported by line and
+column only: a kubeconfig holds keys, so no error quotes it.
 
 Semantics follow client-go's clientcmd where it matters: the current context
 unless one is named; `*-data` (base64) or a file path, relative paths taken
@@ -17,21 +17,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from agent.kube.yamlsubset import YamlSubsetError, parse_yaml_subset
-
 __all__ = ["ApiCredentials", "KubeconfigError", "load_kubeconfig"]
 
-_PLAIN_FORMAT_HINT = (
-    "point `kubeconfig` at a file in the plain format kubeadm writes, or at JSON from "
-    "`kubectl --kubeconfig FILE config view --raw --flatten --minify -o json`"
-)
+# Far above any real kubeconfig (a few KiB; a few hundred with many clusters).
+_MAX_SIZE = 16 * 1024 * 1024
 
 
 class KubeconfigError(Exception):
@@ -69,30 +64,53 @@ def load_kubeconfig(path: str, context: Optional[str] = None) -> ApiCredentials:
 
     Raise KubeconfigError naming the file and the key path (for example
     `users[0].user.client-key-data: not valid base64`) if the file cannot be
-    read, is outside the supported YAML subset, lacks a needed key, or asks
-    for something the agent does not support.
+    read, is not YAML, lacks a needed key, or asks for something the agent
+    does not support; never another exception, whatever the file holds.
     """
     try:
         with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise KubeconfigError(path, f"cannot read: {exc.strerror or exc}") from None
+            data = handle.read(_MAX_SIZE + 1)
+    except (OSError, ValueError) as exc:
+        # ValueError: a NUL in the path.
+        raise KubeconfigError(
+            path, f"cannot read: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    if len(data) > _MAX_SIZE:
+        raise KubeconfigError(
+            path, f"larger than {_MAX_SIZE // (1024 * 1024)} MiB: not a kubeconfig"
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise KubeconfigError(path, "not UTF-8 text") from None
-    if text.lstrip().startswith("{"):
-        try:
-            document: Any = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise KubeconfigError(path, f"line {exc.lineno}: not valid JSON: {exc.msg}") from None
-    else:
-        try:
-            document = parse_yaml_subset(text)
-        except YamlSubsetError as exc:
-            hint = "" if exc.line is None else f"; {_PLAIN_FORMAT_HINT}"
-            raise KubeconfigError(path, f"{exc}{hint}") from None
-    return _Reader(path).credentials(document, context)
+    document = _parse(path, text)
+    if document is None:
+        raise KubeconfigError(path, "empty")
+    try:
+        return _Reader(path).credentials(document, context)
+    except RecursionError:
+        raise KubeconfigError(path, "nested too deeply: not a kubeconfig") from None
+
+
+def _parse(path: str, text: str) -> Any:
+    """Given a kubeconfig's text, return its document. Raise KubeconfigError
+    with the line and column (never the text) if it is not YAML."""
+    try:
+        import yaml
+    except ImportError:
+        raise KubeconfigError(
+            path, "reading a kubeconfig needs PyYAML (python3-yaml, python3-pyyaml)"
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
+        raise KubeconfigError(path, f"not valid YAML{where}") from None
+    except yaml.YAMLError:
+        raise KubeconfigError(path, "not valid YAML") from None
+    except RecursionError:
+        raise KubeconfigError(path, "nested too deeply: not a kubeconfig") from None
 
 
 # -- the kubeconfig's meaning --------------------------------------------------
@@ -141,8 +159,16 @@ class _Reader:
             client_cert_pem=cert_pem,
             client_key_pem=key_pem,
             token=token,
-            tls_server_name=self.string(cluster, "tls-server-name", cluster_where) or None,
+            tls_server_name=self.server_name(cluster, cluster_where),
         )
+
+    def server_name(self, cluster: Dict[str, Any], where: str) -> Optional[str]:
+        name = self.string(cluster, "tls-server-name", where)
+        if name is not None and not _HOST_NAME.fullmatch(name):
+            raise self.error(
+                f"{where}.tls-server-name", f"{name!r} is not a host name in ASCII (xn-- form)"
+            )
+        return name
 
     def user(
         self, user: Dict[str, Any], where: str
@@ -193,6 +219,11 @@ class _Reader:
             )
         if not url.hostname or url.username or url.query or url.fragment:
             raise self.error(f"{where}.server", f"{server!r} is not an https://host[:port] URL")
+        if not _URL.fullmatch(server):
+            raise self.error(
+                f"{where}.server",
+                f"{server!r} is not plain ASCII; write an international host name in its xn-- form",
+            )
         return server.rstrip("/")
 
     def blob(self, mapping: Dict[str, Any], key: str, where: str) -> Optional[bytes]:
@@ -221,9 +252,14 @@ class _Reader:
         resolved = os.path.join(self.directory, file_name)
         try:
             with open(resolved, "rb") as handle:
-                return handle.read()
-        except OSError as exc:
-            raise self.error(where, f"cannot read {resolved}: {exc.strerror or exc}") from None
+                data = handle.read(_MAX_SIZE + 1)
+        except (OSError, ValueError) as exc:
+            # ValueError: a NUL in the name.
+            detail = getattr(exc, "strerror", None) or exc
+            raise self.error(where, f"cannot read {resolved}: {detail}") from None
+        if len(data) > _MAX_SIZE:
+            raise self.error(where, f"{resolved} is larger than {_MAX_SIZE >> 20} MiB")
+        return data
 
     def named(
         self, root: Dict[str, Any], list_key: str, item_key: str, name: str
@@ -282,6 +318,8 @@ class _Reader:
 _TRUE = frozenset(("true", "yes", "y", "on"))
 _FALSE = frozenset(("false", "no", "n", "off"))
 _TOKEN = re.compile(r"[\x21-\x7e]+")
+_URL = re.compile(r"[\x21-\x7e]+")
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
 _PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----")
 _PEM_SHAPES = {
     "certificate-authority": (_PEM_CERTIFICATE, "a certificate"),

@@ -62,16 +62,17 @@ kube-loopback-guard` on a control-plane node.
 from __future__ import annotations
 
 import copy
-import re
 import socket
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from urllib.parse import quote
 
 from agent.kube.api import KubeApiClient, KubeApiError, printable
 from agent.kube.kubeconfig import ApiCredentials
+from agent.text import one_line
+from agent.timefmt import format_rfc3339, parse_rfc3339
 
 __all__ = [
     "Lease",
@@ -145,31 +146,13 @@ class LeaseRecord:
 def format_micro_time(moment: datetime) -> str:
     """Given an aware datetime, return it as a Kubernetes MicroTime
     (`2026-11-29T12:00:00.000000Z`). Raise ValueError if it is naive."""
-    _require_aware(moment)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:[Zz]|([+-])(\d\d):(\d\d))"
-)
+    return format_rfc3339(moment, fraction="micro")
 
 
 def parse_micro_time(text: str) -> datetime:
     """Given an RFC 3339 time (MicroTime or Time, any fraction), return it as an
     aware UTC datetime. Raise ValueError if it is not one."""
-    match = _RFC3339.fullmatch(text)
-    if match is None:
-        raise ValueError(f"{text[:40]!r} is not an RFC 3339 time")
-    year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
-    micro = int((fraction or "0")[:6].ljust(6, "0"))
-    offset = timedelta(0)
-    if sign:
-        offset = timedelta(hours=int(off_h), minutes=int(off_m)) * (-1 if sign == "-" else 1)
-    moment = datetime(
-        int(year), int(month), int(day), int(hour), int(minute), int(second), micro,
-        tzinfo=timezone(offset),
-    )  # fmt: skip
-    return moment.astimezone(timezone.utc)
+    return parse_rfc3339(text)
 
 
 # -- the decision --------------------------------------------------------------
@@ -443,7 +426,8 @@ def _record(document: Dict[str, Any], server: str) -> LeaseRecord:
             name=_field(metadata, "name", str),
             resource_version=_field(metadata, "resourceVersion", str),
             spec=LeaseSpec(
-                holder_identity=_optional(spec, "holderIdentity", str) or None,
+                # Anyone who may update the Lease chooses it; it is shown.
+                holder_identity=one_line(_optional(spec, "holderIdentity", str) or "") or None,
                 lease_duration_seconds=_optional(spec, "leaseDurationSeconds", int),
                 acquire_time=_optional_time(spec, "acquireTime"),
                 renew_time=_optional_time(spec, "renewTime"),

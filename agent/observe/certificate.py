@@ -16,12 +16,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from agent.model import LOOPBACK_SERVER_NAME, LoopbackCert
+from agent.model import EARLIEST_CERT_TIME, LOOPBACK_SERVER_NAME, LoopbackCert
+from agent.text import one_line
+from agent.timefmt import format_rfc3339
 
 _LOOPBACK_CN = re.compile(r"apiserver-loopback-client@([0-9]{1,20})")
-
-# A subject from an arbitrary peer ends up in logs and alerts; keep it readable.
-_MAX_SUBJECT_IN_MESSAGE = 200
 
 
 class NotLoopbackCert(ValueError):
@@ -35,26 +34,43 @@ def read_loopback_cert(der: bytes) -> LoopbackCert:
     `apiserver-loopback-client@<digits>` or it names `apiserver-loopback-client`
     as a SAN DNS name. Raise NotLoopbackCert (naming the subject actually
     received) if it is another certificate, and ValueError if the bytes are not
-    a certificate at all.
+    a certificate cryptography can read (whatever it raises), or its dates are
+    implausible (before 1950, or not_after before not_before).
     """
     try:
         cert = x509.load_der_x509_certificate(der)
-        subject = cert.subject.rfc4514_string()
-        issuer = cert.issuer.rfc4514_string()
+        # cryptography < 35 parses lazily: ask for the version so that an
+        # unknown one fails here on every release, as it does at load on newer.
+        cert.version  # noqa: B018
+        # Chosen by whoever serves the certificate; they end up in STATUS=,
+        # the plugin output and the journal, so one bounded line each.
+        subject = one_line(cert.subject.rfc4514_string())
+        issuer = one_line(cert.issuer.rfc4514_string())
         common_name = _common_name(cert)
         not_before = _utc_attribute(cert, "not_valid_before")
         not_after = _utc_attribute(cert, "not_valid_after")
         serial = format(cert.serial_number, "x")
         sha256 = cert.fingerprint(hashes.SHA256()).hex()
-    except ValueError as exc:
-        raise ValueError(f"cannot parse the peer certificate: {exc}") from exc
+        dns_names = _san_dns_names(cert)
+    except Exception as exc:
+        # The bytes come from an unauthenticated peer: an unknown X.509
+        # version (InvalidVersion is no ValueError), a bad date or anything
+        # else the parser trips over is this target's error, never a crash.
+        detail = one_line(str(exc)) or type(exc).__name__
+        raise ValueError(f"cannot parse the peer certificate: {detail}") from exc
 
     match = _LOOPBACK_CN.fullmatch(common_name) if common_name is not None else None
-    if match is None and LOOPBACK_SERVER_NAME not in _san_dns_names(cert):
+    if match is None and LOOPBACK_SERVER_NAME not in dns_names:
         shown = subject or "an empty subject"
-        if len(shown) > _MAX_SUBJECT_IN_MESSAGE:
-            shown = shown[:_MAX_SUBJECT_IN_MESSAGE] + "…"
         raise NotLoopbackCert(f"not the loopback certificate (got {shown})")
+    if not EARLIEST_CERT_TIME <= not_before <= not_after:
+        # Such dates are no apiserver's; believed, they would give a negative
+        # lifetime to learn, or dates before any apiserver existed. (A lifetime
+        # above MAX_LIFETIME is read, but never learned: agent.state.records.)
+        raise ValueError(
+            f"implausible loopback certificate {subject}: not_before {format_rfc3339(not_before)}, "
+            f"not_after {format_rfc3339(not_after)}"
+        )
 
     return LoopbackCert(
         subject=subject,

@@ -14,6 +14,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 from agent.model import State, TargetReport
 from agent.report.journal import Journal
+from agent.timefmt import format_rfc3339
 
 
 class EventKind(str, Enum):
@@ -95,7 +96,7 @@ def priority_for(state: State) -> int:
 
 
 def _stamp(moment: Optional[datetime]) -> Optional[str]:
-    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if moment is None else format_rfc3339(moment)
 
 
 def target_fields(report: TargetReport) -> Dict[str, object]:
@@ -107,7 +108,7 @@ def target_fields(report: TargetReport) -> Dict[str, object]:
     fields: Dict[str, object] = {
         "TARGET": report.target.name,
         "STATE": a.state.value,
-        "SOURCE": a.source,
+        "SOURCE": a.source.value,
         "CERT_NOT_AFTER": _stamp(a.not_after),
         "CERT_NOT_BEFORE": _stamp(a.not_before),
         "CERT_SECONDS_LEFT": None if a.seconds_left is None else int(a.seconds_left),

@@ -27,6 +27,8 @@ import threading
 from types import MappingProxyType
 from typing import List, Mapping, Optional, TextIO, Tuple
 
+from agent.text import one_line
+
 __all__ = [
     "JOURNAL_SOCKET",
     "MAX_VALUE_BYTES",
@@ -70,9 +72,6 @@ _MFD_FLAGS: int = getattr(os, "MFD_CLOEXEC", 0x1) | getattr(os, "MFD_ALLOW_SEALI
 # What sendmsg says when a datagram is bigger than the send buffer allows.
 _TOO_BIG = frozenset({errno.EMSGSIZE, errno.ENOBUFS})
 
-# Control characters made visible, so one record stays one line on stderr.
-_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
-_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
 
 _NO_FIELDS: Mapping[str, object] = MappingProxyType({})
 
@@ -224,7 +223,8 @@ def _record(message: str, priority: int, fields: Mapping[str, object]) -> List[_
     if not isinstance(priority, int) or not 0 <= priority <= 7:
         raise ValueError(f"journal priority must be 0..7, not {priority!r}")
     record = [
-        ("MESSAGE", _utf8(str(message))),
+        # One line: a MESSAGE carries text from peers (certificate subjects, errors).
+        ("MESSAGE", _utf8(one_line(message, limit=None))),
         ("PRIORITY", str(priority).encode()),
         ("SYSLOG_IDENTIFIER", SYSLOG_IDENTIFIER.encode()),
     ]
@@ -298,7 +298,8 @@ def _line(record: List[_Field], priority: int, on_journal: bool) -> str:
     """Given a record, return it as one stderr line: the priority (`<N>` for
     journald, else its name), the message, then NAME=value for each field."""
     prefix = f"<{priority}>" if on_journal else _PRIORITY_NAMES[priority] + " "
-    words = [prefix + _text(record[0][1]).translate(_ESCAPES)]
+    # Control characters made visible, so one record stays one line on stderr.
+    words = [prefix + one_line(_text(record[0][1]), None)]
     for name, value in record[3:]:
         words.append(f"{name}={_quoted(_text(value))}")
     return " ".join(words) + "\n"
@@ -312,5 +313,5 @@ def _quoted(value: str) -> str:
     """Given a field value, return it readable in `NAME=value` form: quoted
     when it is empty or holds a space, quote, backslash or "=" """
     if value and not any(c in value for c in ' "\\='):
-        return value.translate(_ESCAPES)
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').translate(_ESCAPES) + '"'
+        return one_line(value, None)
+    return '"' + one_line(value.replace("\\", "\\\\").replace('"', '\\"'), None) + '"'

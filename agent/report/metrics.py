@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from agent import __version__
-from agent.model import LivezVerdict, State
+from agent.model import LivezVerdict, Source, State
 from agent.state.atomicfile import write_atomic
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def _estimated_not_after(item: TargetReport) -> Optional[float]:
     # Only the estimate: a probed date belongs in cert_not_after, and mixing the
     # two in one series would hide that the agent is guessing.
     a = item.assessment
-    return _epoch(a.not_after) if a.source == "process-start" else None
+    return _epoch(a.not_after) if a.source is Source.PROCESS_START else None
 
 
 def _process_start(item: TargetReport) -> Optional[float]:
@@ -151,8 +151,8 @@ def render_metrics(report: CheckReport) -> str:
         ),
         (
             "livez_check",
-            "1 for the verdict of the apiserver's own /livez/loopback-serving-certificate "
-            "check (v1.36+), 0 for the others.",
+            "1 for the verdict of the apiserver's own loopback-serving-certificate check "
+            "(v1.36+, from /livez?verbose), 0 for the others.",
             [
                 (
                     (("target", t.target.name), ("result", result)),

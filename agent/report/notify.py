@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Optional
 
+from agent.text import one_line
+
 
 class Notifier:
     def __init__(self, environ: Optional[Mapping[str, str]] = None) -> None:
@@ -27,10 +29,11 @@ class Notifier:
             self._notifier.notify(text)
 
     def ready(self, status: str) -> None:
-        self.send("READY=1", f"STATUS={status}")
+        self.send("READY=1", f"STATUS={one_line(status, limit=None)}")
 
     def status(self, status: str) -> None:
-        self.send(f"STATUS={status}")
+        # A newline in STATUS= would start another assignment (WATCHDOG=…).
+        self.send(f"STATUS={one_line(status, limit=None)}")
 
     def watchdog(self) -> None:
         self.send("WATCHDOG=1")

@@ -11,7 +11,9 @@ from datetime import datetime
 from typing import Any, Dict, Mapping, Optional
 
 from agent.config.durations import format_days
-from agent.model import DEFAULT_SECURE_PORT, CheckReport, State, TargetReport
+from agent.model import DEFAULT_SECURE_PORT, CheckReport, Source, State, TargetReport
+from agent.text import one_line
+from agent.timefmt import format_rfc3339, format_utc_date, format_utc_minutes, format_utc_seconds
 
 # Monitoring-plugin exit codes.
 EXIT_OK = 0
@@ -32,7 +34,7 @@ def rfc3339(moment: Optional[datetime]) -> Optional[str]:
     """Given an aware datetime, return RFC 3339 UTC with a Z, whole seconds."""
     if moment is None:
         return None
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_rfc3339(moment)
 
 
 def _days(seconds: float) -> str:
@@ -54,14 +56,19 @@ def perfdata(report: CheckReport) -> str:
 def status_line(report: CheckReport) -> str:
     """Return `KUBE-LOOPBACK-GUARD <STATE> - <summary> | <perfdata>`."""
     ranked = sorted(report.targets, key=lambda t: -t.assessment.state.severity)
-    summary = "; ".join(f"{t.target.name}: {t.assessment.summary}" for t in ranked)
+    summary = "; ".join(f"{t.target.name}: {one_line(t.assessment.summary, None)}" for t in ranked)
     if not summary:
         summary = "no targets"
     return f"KUBE-LOOPBACK-GUARD {report.state.name} - {summary} | {perfdata(report)}"
 
 
 def _local(moment: datetime) -> str:
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    try:
+        local = moment.astimezone()
+    except (OverflowError, ValueError):
+        # Year 1 or 9999 has no local time on the far side of UTC.
+        return format_utc_seconds(moment)
+    return f"{local.year:04d}-{local:%m-%d %H:%M:%S %Z}"
 
 
 def detail_line(item: TargetReport) -> str:
@@ -70,27 +77,27 @@ def detail_line(item: TargetReport) -> str:
     parts = [f"{item.target.name}: {a.state.name}"]
     if a.not_after is not None and a.seconds_left is not None:
         verb = "expired" if a.seconds_left <= 0 else "expires"
-        if a.source == "process-start":
+        if a.source is Source.PROCESS_START:
             verb = "estimated expiry"
         parts.append(
-            f"{verb} {a.not_after:%Y-%m-%d %H:%M:%S} UTC ({_local(a.not_after)}), "
+            f"{verb} {format_utc_seconds(a.not_after)} ({_local(a.not_after)}), "
             f"{format_days(a.seconds_left)} days left"
         )
     parts.append(f"source {a.source}")
     probe = item.facts.probe
     if probe is not None:
-        parts.append(f"probed {probe.host}:{probe.port} (SNI {probe.server_name})")
+        parts.append(f"probed {one_line(probe.host)}:{probe.port} (SNI {probe.server_name})")
     process = item.facts.process
     if process is not None:
-        parts.append(f"PID {process.pid} started {process.started_at:%Y-%m-%d %H:%M:%S} UTC")
+        parts.append(f"PID {process.pid} started {format_utc_seconds(process.started_at)}")
     elif item.facts.discovery_error:
-        parts.append(item.facts.discovery_error)
+        parts.append(one_line(item.facts.discovery_error, None))
     if probe is not None:
         parts.append(f"upstream livez check {probe.livez}")
-    if a.error and a.source != "none":
-        parts.append(f"error: {a.error}")
+    if a.error and a.source is not Source.NONE:
+        parts.append(f"error: {one_line(a.error, None)}")
     lines = [", ".join(parts)]
-    lines.extend(f"  note: {note}" for note in a.notes)
+    lines.extend(f"  note: {one_line(note, None)}" for note in a.notes)
     return "\n".join(lines)
 
 
@@ -106,7 +113,7 @@ def target_json(item: TargetReport) -> Dict[str, Any]:
     return {
         "name": item.target.name,
         "state": a.state.value,
-        "source": a.source,
+        "source": a.source.value,
         "summary": a.summary,
         "not_before": rfc3339(a.not_before),
         "not_after": rfc3339(a.not_after),
@@ -157,14 +164,14 @@ def target_status(item: TargetReport) -> str:
     if a.not_after is None or a.seconds_left is None:
         return f"{head}, {a.summary}"
     days = int(a.seconds_left // 86400) if a.seconds_left > 0 else 0
-    if a.source == "process-start":
+    if a.source is Source.PROCESS_START:
         return (
-            f"{head}, loopback cert expires ~{a.not_after:%Y-%m-%d} ({days} days, estimated "
-            f"from process start: {a.error})"
+            f"{head}, loopback cert expires ~{format_utc_date(a.not_after)} "
+            f"({days} days, estimated from process start: {a.error})"
         )
     if a.seconds_left <= 0:
-        return f"{head}, loopback cert expired {a.not_after:%Y-%m-%d %H:%M} UTC"
-    return f"{head}, loopback cert expires {a.not_after:%Y-%m-%d} ({days} days)"
+        return f"{head}, loopback cert expired {format_utc_minutes(a.not_after)}"
+    return f"{head}, loopback cert expires {format_utc_date(a.not_after)} ({days} days)"
 
 
 def systemd_status(report: CheckReport, restart: Optional[Mapping[str, str]] = None) -> str:

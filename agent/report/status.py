@@ -11,10 +11,12 @@ from typing import Any, Dict, List, Optional
 
 from agent.config.durations import format_days
 from agent.state.records import AgentState, TargetState
+from agent.text import one_line
+from agent.timefmt import format_rfc3339, format_utc_seconds
 
 
 def _stamp(moment: Optional[datetime]) -> Optional[str]:
-    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if moment is None else format_rfc3339(moment)
 
 
 def _ago(moment: datetime, now: datetime) -> str:
@@ -30,25 +32,27 @@ def _ago(moment: datetime, now: datetime) -> str:
 
 def target_lines(name: str, target: TargetState, now: datetime) -> List[str]:
     lines = [
-        f"{name}: {target.state.upper()} (checked {target.checked_at:%Y-%m-%d %H:%M:%S} UTC, "
+        f"{name}: {target.state.upper()} (checked {format_utc_seconds(target.checked_at)}, "
         f"{_ago(target.checked_at, now)})",
-        f"  {target.summary}",
+        f"  {one_line(target.summary, None)}",
     ]
     if target.not_after is not None and target.seconds_left is not None:
         left = (target.not_after - now).total_seconds()
         lines.append(
-            f"  not_after {target.not_after:%Y-%m-%d %H:%M:%S} UTC ({format_days(left)} days "
+            f"  not_after {format_utc_seconds(target.not_after)} ({format_days(left)} days "
             f"from now), source {target.source}"
         )
     if target.cert is not None:
-        lines.append(f"  certificate {target.cert.subject}, sha256 {target.cert.sha256}")
+        lines.append(
+            f"  certificate {one_line(target.cert.subject)}, sha256 {one_line(target.cert.sha256)}"
+        )
     if target.process is not None:
         lines.append(
             f"  process PID {target.process.pid} started "
-            f"{target.process.started_at:%Y-%m-%d %H:%M:%S} UTC"
+            f"{format_utc_seconds(target.process.started_at)}"
         )
     if target.probe_error:
-        lines.append(f"  probe error: {target.probe_error}")
+        lines.append(f"  probe error: {one_line(target.probe_error, None)}")
     if target.learned_lifetime is not None:
         lines.append(
             f"  learned lifetime {format_days(target.learned_lifetime.total_seconds())} days"
@@ -72,7 +76,7 @@ def render_status(state: AgentState, path: str, now: datetime) -> str:
         last = state.restarts[-1]
         lines.append(
             f"last restart record: {last.target} {last.phase} "
-            f"{last.at:%Y-%m-%d %H:%M:%S} UTC {last.outcome or ''} {last.detail}".rstrip()
+            f"{format_utc_seconds(last.at)} {last.outcome or ''} {one_line(last.detail)}".rstrip()
         )
     return "\n".join(lines) + "\n"
 

@@ -17,8 +17,8 @@ from agent.config.durations import format_days, format_duration
 from agent.config.types import Config, RestartConfig, RestartMethod
 from agent.judge.decide import GuardResults, Reason, RestartDecision, apply_guards, decide
 from agent.model import CheckReport, TargetReport
-from agent.report.output import rfc3339
 from agent.state.records import AgentState, last_restart
+from agent.timefmt import format_rfc3339, format_utc_minutes
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def make_plans(
     each target's decision (with the guards' answers when asked)."""
     plans = []
     for item in report.targets:
-        last = last_restart(state, item.target.name)
+        last = last_restart(state, item.target.name, now)
         decision = decide(item.assessment, config.restart, last, node, now)
         guards = None
         if decision.restart and ask_guards is not None:
@@ -56,7 +56,7 @@ def make_plans(
 
 
 def _utc(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+    return format_utc_minutes(moment)
 
 
 def _policy_lines(policy: RestartConfig) -> List[str]:
@@ -115,6 +115,10 @@ def render_plans(plans: Sequence[TargetPlan], policy: RestartConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _stamp(moment: Optional[datetime]) -> Optional[str]:
+    return None if moment is None else format_rfc3339(moment)
+
+
 def plans_json(
     plans: Sequence[TargetPlan], policy: RestartConfig, checked_at: datetime, at: datetime
 ) -> Dict[str, Any]:
@@ -130,13 +134,13 @@ def plans_json(
             {
                 "name": plan.item.target.name,
                 "state": plan.item.assessment.state.value,
-                "not_after": rfc3339(plan.item.assessment.not_after),
+                "not_after": _stamp(plan.item.assessment.not_after),
                 "restart": d.restart,
                 "reason": d.reason.value,
                 "message": d.message,
                 "next_window": None
                 if opening is None
-                else {"start": rfc3339(opening.start), "end": rfc3339(opening.end)},
+                else {"start": _stamp(opening.start), "end": _stamp(opening.end)},
                 "method": policy.method.value,
                 "guards": None
                 if plan.guards is None
@@ -148,7 +152,7 @@ def plans_json(
                 },
             }
         )
-    return {"checked_at": rfc3339(checked_at), "at": rfc3339(at), "targets": targets}
+    return {"checked_at": _stamp(checked_at), "at": _stamp(at), "targets": targets}
 
 
 def forced(decision: RestartDecision) -> RestartDecision:

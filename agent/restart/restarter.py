@@ -50,6 +50,7 @@ from agent.state.records import (
     last_restart,
 )
 from agent.state.store import RestartLock, read_state, update_state
+from agent.timefmt import format_rfc3339
 
 # Verification polls every 2 s and a last round may start at the deadline.
 _VERIFY_SLACK = 60.0
@@ -71,7 +72,7 @@ class RestartOutcome:
 
 
 def _stamp(moment: Optional[datetime]) -> str:
-    return "" if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "" if moment is None else format_rfc3339(moment)
 
 
 class Restarter:
@@ -233,8 +234,8 @@ class Restarter:
             state = AgentState.empty()
         except (OSError, ValueError):
             return decision  # the intent write will say what is wrong
-        last = last_restart(state, name)
         now = self.clock()
+        last = last_restart(state, name, now)
         again = decide(report.assessment, self.policy, last, self.node, now)
         if not force:
             return again

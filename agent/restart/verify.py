@@ -8,16 +8,14 @@ shows or its deadline passes, and says in one line what it saw.
 
 from __future__ import annotations
 
-import socket
-import ssl
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-import agent
 from agent.model import BACKDATE, ApiserverProcess, LoopbackCert, ProbeResult
+from agent.net import http, tls, trust
 from agent.report.output import rfc3339
 
 __all__ = [
@@ -34,7 +32,6 @@ READYZ_PATH = "/readyz"
 # Clocks and psutil's start times disagree by a second or two; the CN's time
 # is read after key generation, so it only ever runs late.
 _CLOCK_SLACK = timedelta(seconds=5)
-_MAX_RESPONSE = 64 * 1024
 _HTTPS_PORT = 443
 
 
@@ -63,10 +60,6 @@ class Verification:
 # -- /readyz -------------------------------------------------------------------
 
 
-class _Timeout(Exception):
-    pass
-
-
 def readyz(
     host: str,
     port: int,
@@ -79,47 +72,38 @@ def readyz(
     answer to GET /readyz.
 
     Connecting (to each address of the host in turn), the handshake and the
-    response together take at most `timeout`; only resolving a host name is
-    left to the resolver's own timeouts (IP literals need none).
+    response together take at most `timeout` (`agent.net`).
     Without ca_file the certificate is not checked: /readyz is public and we
     ask about health, not trust. With it, the chain and the name (or IP) must
     verify. Never raise for network or peer trouble: the result says what
     went wrong.
     """
-    deadline = time.monotonic() + timeout
+    deadline = tls.Deadline(timeout)
     try:
-        context = _client_context(ca_file)
-    except (OSError, ssl.SSLError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
+        context = (
+            trust.unverified_context() if ca_file is None else trust.client_context(ca_file=ca_file)
+        )
+    except trust.TlsSetupError as error:
         return ReadyzResult(
-            False, None, f"/readyz not checked: cannot load CA file {ca_file}: {reason}"
+            False, None, f"/readyz not checked: cannot load CA file {ca_file}: {error.reason}"
         )
     address = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    phase = "connect"
+    authority = f"[{address}]" if ":" in address else address
     try:
-        with _connect(address, port, deadline) as raw:
-            phase = "TLS handshake"
-            # The ssl module bounds a whole handshake or read by the socket
-            # timeout, so setting what is left before each step keeps one deadline.
-            raw.settimeout(_left(deadline))
-            with context.wrap_socket(raw, server_hostname=server_name or address) as tls:
-                phase = "request"
-                tls.settimeout(_left(deadline))
-                tls.sendall(_request(server_name or address, port))
-                status, body = _read_response(tls, deadline)
-    except (_Timeout, socket.timeout):
-        return _not_ok(None, f"timed out after {timeout:g}s during {phase}")
-    except ssl.SSLCertVerificationError as error:
-        return _not_ok(None, f"certificate not trusted: {error.verify_message}")
-    except ssl.SSLError as error:
-        return _not_ok(None, f"TLS failed during {phase}: {error.reason or error}")
-    except ConnectionRefusedError:
-        return _not_ok(None, "connection refused")
-    except OSError as error:
-        return _not_ok(None, f"{error.strerror or error} during {phase}")
-    except ValueError as error:
-        # Not HTTP, or a host or server name the socket layer refuses.
+        with tls.connect(
+            address, port, server_name=server_name, context=context, deadline=deadline
+        ) as connection:
+            response = http.exchange(
+                connection,
+                "GET",
+                READYZ_PATH,
+                host=f"{authority}:{port}",
+                accept="text/plain",
+                limit=http.HEALTH_LIMIT,
+            )
+    except tls.NetError as error:
         return _not_ok(None, str(error))
+    status, body = response.status, response.body
     if status == 200 and body.strip() == b"ok":
         return ReadyzResult(True, 200, "/readyz ok")
     if status in (401, 403):
@@ -154,135 +138,6 @@ def peer_address(url: str) -> Tuple[str, int]:
 
 def _not_ok(status: Optional[int], reason: str) -> ReadyzResult:
     return ReadyzResult(False, status, f"/readyz not ok: {reason}")
-
-
-def _client_context(ca_file: Optional[str]) -> ssl.SSLContext:
-    """Given a CA file or None, return a client context that verifies against
-    it, or verifies nothing. Raise OSError or ssl.SSLError if it cannot be read."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    # The apiserver would pick h2 if offered; we speak HTTP/1.1 only.
-    context.set_alpn_protocols(["http/1.1"])
-    if ca_file is None:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    else:
-        context.load_verify_locations(cafile=ca_file)
-    return context
-
-
-def _connect(host: str, port: int, deadline: float) -> socket.socket:
-    """Given a host, a port and a deadline, return a socket connected to the
-    first address that answers. Raise _Timeout past the deadline, else the
-    last address's OSError."""
-    last: Optional[OSError] = None
-    for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.settimeout(_left(deadline))
-            sock.connect(address)
-            return sock
-        except OSError as error:
-            # socket.timeout included: the next address gets what is left.
-            sock.close()
-            last = error
-        except _Timeout:
-            sock.close()
-            raise
-    raise last if last is not None else OSError(f"no address for {host}")
-
-
-def _left(deadline: float) -> float:
-    remaining = deadline - time.monotonic()
-    # A zero timeout would make the socket non-blocking, not fail.
-    if remaining <= 0:
-        raise _Timeout()
-    return remaining
-
-
-def _request(host: str, port: int) -> bytes:
-    authority = f"[{host}]" if ":" in host else host
-    return (
-        f"GET {READYZ_PATH} HTTP/1.1\r\n"
-        f"Host: {authority}:{port}\r\n"
-        f"User-Agent: kube-loopback-guard/{agent.__version__}\r\n"
-        "Accept: text/plain\r\n"
-        "Connection: close\r\n"
-        "\r\n"
-    ).encode("ascii", "replace")
-
-
-def _read_response(tls: ssl.SSLSocket, deadline: float) -> Tuple[int, bytes]:
-    """Given a TLS socket with the request sent, return the status and body of
-    the response, reading until it is complete or the peer closes. Raise
-    ValueError if it is not HTTP/1.x, _Timeout past the deadline."""
-    data = b""
-    while True:
-        complete = _parse(data)
-        if complete is not None:
-            return complete
-        if len(data) > _MAX_RESPONSE:
-            raise ValueError("response too large")
-        tls.settimeout(_left(deadline))
-        chunk = tls.recv(16 * 1024)
-        if not chunk:
-            break
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1."):
-        raise ValueError("no HTTP response" if not data else f"not HTTP: {data[:40]!r}")
-    return _status(head), body
-
-
-def _parse(data: bytes) -> Optional[Tuple[int, bytes]]:
-    """Given the bytes so far, return (status, body) once a Content-Length or
-    chunked response is complete, else None (read on, up to the close)."""
-    head, separator, rest = data.partition(b"\r\n\r\n")
-    if not separator:
-        return None
-    headers = _headers(head)
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        body = _dechunk(rest)
-        return None if body is None else (_status(head), body)
-    length = headers.get("content-length", "")
-    if length.isdigit() and len(rest) >= int(length):
-        return _status(head), rest[: int(length)]
-    return None
-
-
-def _status(head: bytes) -> int:
-    parts = head.split(b"\r\n", 1)[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise ValueError(f"not an HTTP response: {head[:40]!r}")
-    return int(parts[1])
-
-
-def _headers(head: bytes) -> Dict[str, str]:
-    headers: Dict[str, str] = {}
-    for line in head.decode("latin-1").split("\r\n")[1:]:
-        name, separator, value = line.partition(":")
-        if separator:
-            headers[name.strip().lower()] = value.strip()
-    return headers
-
-
-def _dechunk(data: bytes) -> Optional[bytes]:
-    """Given a chunked body so far, return it decoded once the last chunk is
-    in, else None. Raise ValueError for a bad chunk size."""
-    body = b""
-    while True:
-        size_line, separator, data = data.partition(b"\r\n")
-        if not separator:
-            return None
-        try:
-            size = int(size_line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise ValueError(f"bad chunk size {size_line[:20]!r}") from None
-        if size == 0:
-            return body
-        if len(data) < size + 2:
-            return None
-        body += data[:size]
-        data = data[size + 2 :]
 
 
 # -- the restart ---------------------------------------------------------------

@@ -2,6 +2,6 @@
 
 import sys
 
-from agent.standin.server import main
+from agent.standin.process import main
 
 sys.exit(main())

@@ -10,12 +10,14 @@ and the test suite's peers use them.
 from __future__ import annotations
 
 import os
+import secrets
 import ssl
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from ipaddress import IPv4Address, IPv6Address
-from typing import Union
+from typing import Optional, Tuple, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -31,7 +33,8 @@ _PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]
 
 @dataclass(frozen=True)
 class LoopbackPair:
-    """A CA, its leaf and the leaf key as PEM, with the leaf's validity (UTC)."""
+    """A CA, its leaf and the leaf key as PEM, with the leaf's validity (UTC),
+    the start it was made at and the time in its CN (`generated_at`)."""
 
     ca_pem: bytes
     cert_pem: bytes
@@ -39,6 +42,7 @@ class LoopbackPair:
     generated_at: datetime
     not_before: datetime
     not_after: datetime
+    started_at: datetime
 
     @property
     def chain_pem(self) -> bytes:
@@ -56,42 +60,57 @@ class LoopbackPair:
 
 
 def make_loopback_pair(
-    generated_at: datetime, lifetime: timedelta, key_type: str = "rsa"
+    started_at: datetime,
+    lifetime: timedelta,
+    key_type: str = "rsa",
+    *,
+    key_seconds: Optional[Tuple[float, float]] = None,
 ) -> LoopbackPair:
-    """Given the generation time, the lifetime (upstream's maxAge) and a key type,
-    return a loopback CA and leaf shaped like client-go's.
+    """Given the apiserver's start, the lifetime (upstream's maxAge), a key
+    type and how long each key generation takes (None: as measured), return
+    a loopback CA and leaf shaped like client-go's.
 
-    As upstream: CA `CN=apiserver-loopback-client-ca@<t>` (serial 1, CA:TRUE,
+    As client-go's `GenerateSelfSignedCertKeyWithFixtures` since v1.28: both
+    valid from start - 1 h (whole seconds, as encoded) for `lifetime`; random
+    63-bit serials; CA `CN=apiserver-loopback-client-ca@<t1>` (CA:TRUE,
     digital signature + key encipherment + cert sign), leaf
-    `CN=apiserver-loopback-client@<t>` (serial 2, CA:FALSE, server auth, SAN DNS
-    `apiserver-loopback-client`), both valid from t - 1 h for `lifetime`. The
-    generation time is truncated to whole seconds, as in the CN. key_type is
-    "rsa" (2048 bits, upstream's default) or "ec" (P-256, fast). Raise
-    ValueError if generated_at is naive, lifetime is not positive, or key_type
-    is unknown.
+    `CN=apiserver-loopback-client@<t2>` (CA:FALSE, server auth, SAN DNS
+    `apiserver-loopback-client`), where t1 and t2 are the unix times read
+    after each key generation: at least start, so at least NotBefore + 1 h,
+    and t2 may be a second after t1. key_type is "rsa" (2048 bits, upstream's
+    default) or "ec" (P-256, fast). Raise ValueError if started_at is naive,
+    lifetime is not positive, or key_type is unknown.
     """
-    if generated_at.tzinfo is None:
-        raise ValueError("generated_at must be timezone-aware")
+    if started_at.tzinfo is None:
+        raise ValueError("started_at must be timezone-aware")
     if lifetime <= timedelta(0):
         raise ValueError("lifetime must be positive")
-    generated_at = generated_at.astimezone(timezone.utc).replace(microsecond=0)
-    unix = int(generated_at.timestamp())
-    not_before = generated_at - timedelta(hours=1)
+    started_at = started_at.astimezone(timezone.utc)
+    not_before = started_at.replace(microsecond=0) - timedelta(hours=1)
     not_after = not_before + lifetime
+    began = time.monotonic()
+
+    def clock(step: int) -> datetime:
+        # The clock the generator reads, running from started_at.
+        measured = time.monotonic() - began
+        elapsed = measured if key_seconds is None else sum(key_seconds[: step + 1])
+        return (started_at + timedelta(seconds=elapsed)).replace(microsecond=0)
 
     ca_key = _new_key(key_type)
-    ca_name = _cn(f"{LOOPBACK_SERVER_NAME}-ca@{unix}")
+    ca_time = clock(0)
+    ca_name = _cn(f"{LOOPBACK_SERVER_NAME}-ca@{int(ca_time.timestamp())}")
     ca_cert = _sign(
-        _ca_builder(ca_name, ca_key, serial=1, not_before=not_before, not_after=not_after),
+        _ca_builder(ca_name, ca_key, serial=_serial(), not_before=not_before, not_after=not_after),
         ca_key,
     )
     leaf_key = _new_key(key_type)
+    leaf_time = clock(1)
     leaf_cert = _sign(
         _leaf_builder(
-            _cn(f"{LOOPBACK_SERVER_NAME}@{unix}"),
+            _cn(f"{LOOPBACK_SERVER_NAME}@{int(leaf_time.timestamp())}"),
             leaf_key,
             ca_cert,
-            serial=2,
+            serial=_serial(),
             not_before=not_before,
             not_after=not_after,
             sans=[x509.DNSName(LOOPBACK_SERVER_NAME)],
@@ -102,10 +121,16 @@ def make_loopback_pair(
         ca_pem=ca_cert.public_bytes(serialization.Encoding.PEM),
         cert_pem=leaf_cert.public_bytes(serialization.Encoding.PEM),
         key_pem=_key_pem(leaf_key),
-        generated_at=generated_at,
+        generated_at=leaf_time,
         not_before=not_before,
         not_after=not_after,
+        started_at=started_at,
     )
+
+
+def _serial() -> int:
+    # client-go: uniform in [1, MaxInt64), since v1.28 (before, 1 and 2).
+    return secrets.randbelow(2**63 - 2) + 1
 
 
 def make_serving_pair(now: datetime, key_type: str = "rsa") -> LoopbackPair:
@@ -156,6 +181,7 @@ def make_serving_pair(now: datetime, key_type: str = "rsa") -> LoopbackPair:
         generated_at=now,
         not_before=not_before,
         not_after=not_after,
+        started_at=now,
     )
 
 

@@ -13,7 +13,7 @@ from agent.config.types import TargetConfig, Thresholds
 from agent.model import LOOPBACK_SERVER_NAME
 from agent.observe.discover import ProcessFinder
 from agent.observe.probe import probe
-from agent.report.output import exit_code, render_json, render_text
+from agent.report.output import EXIT_UNKNOWN, exit_code, render_json, render_text
 from agent.standin.server import StandinApiserver
 
 
@@ -26,7 +26,15 @@ def run_demo(
 ) -> int:
     """Serve an upstream-shaped loopback certificate on 127.0.0.1, check it,
     print the result; return the check's exit code."""
-    with StandinApiserver(expires_in=expires_in, lifetime=lifetime) as api:
+    try:
+        server = StandinApiserver(expires_in=expires_in, lifetime=lifetime)
+    except ValueError as error:
+        # Dates X.509 cannot hold (before 1950): the arguments' fault, not a crash.
+        sys.stderr.write(
+            f"kube-loopback-guard demo: cannot build the stand-in certificate: {error}\n"
+        )
+        return EXIT_UNKNOWN
+    with server as api:
         # The stand-in runs in this process, so there is no process to find.
         target = TargetConfig(
             name="demo-apiserver",

@@ -1,65 +1,45 @@
 """A stand-in kube-apiserver: the loopback certificate trick, and nothing else.
 
 It serves a loopback certificate built the way client-go's
-`GenerateSelfSignedCertKey` builds kube-apiserver's (`agent.standin_certs`)
+`GenerateSelfSignedCertKey` builds kube-apiserver's (`agent.standin.certs`)
 only to TLS clients that send SNI `apiserver-loopback-client` (every other
-client gets a normal serving certificate), and answers the few health
-endpoints the agent reads. The `demo` command and the test suite use it; it
-needs nothing beyond the agent's own dependencies.
-
-`python -m agent.standin --secure-port 6443` runs one as a process, which
-accepts kube-apiserver's flags and generates a new pair at each start; started
-through a symlink named kube-apiserver, it is an apiserver process to the agent.
+client gets a normal serving certificate), and answers the health endpoints
+as default RBAC lets an unauthenticated client see them: `/livez`, `/readyz`,
+`/healthz` and `/version` (GET only, any query) are public, every other path
+is 403, and with `--anonymous-auth=false` everything is 401. The `demo`
+command and the test suite use it; it needs nothing beyond the agent's own
+dependencies.
+`python -m agent.standin` runs one as a process (`agent.standin.process`).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import selectors
-import signal
 import socket
 import ssl
-import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
-from agent.config.durations import argument, parse_signed_duration, parse_utc_time
-from agent.model import DEFAULT_SECURE_PORT, LOOPBACK_SERVER_NAME
+from agent.model import LOOPBACK_SERVER_NAME
+from agent.standin.answers import LOOPBACK_CHECK, answer
 from agent.standin.certs import make_loopback_pair, make_serving_pair, server_context
 
-__all__ = ["LIVEZ_MODES", "READYZ_MODES", "StandinApiserver", "main"]
+__all__ = ["LIVEZ_MODES", "LOOPBACK_CHECK", "READYZ_MODES", "StandinApiserver"]
 
-LIVEZ_MODES = ("auto", "ok", "failed", "absent", "forbidden")
+# "auto": a v1.36+ apiserver, whose loopback-serving-certificate check fails
+# once start + lifetime has passed; "ok", "failed": that check forced;
+# "pre-1.36": an apiserver without the check.
+LIVEZ_MODES = ("auto", "ok", "failed", "pre-1.36")
 READYZ_MODES = ("ok", "failed")
-LIVEZ_CHECK_PATH = "/livez/loopback-serving-certificate"
 
 _MAX_REQUEST_HEAD = 16 * 1024
 # The probe never needs more; a misbehaving client must not pin a thread.
 _DEFAULT_CLIENT_TIMEOUT = 5.0
 _DEFAULT_MAX_CONNECTIONS = 16
-
-
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    500: "Internal Server Error",
-}
-
-# Upstream's aggregate answer when a readiness check fails (etcd, for example).
-_READYZ_FAILED_BODY = "[+]ping ok\n[-]etcd failed: reason withheld\nreadyz check failed\n"
-
-_FORBIDDEN_BODY = (
-    '{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
-    '"message":"forbidden: User \\"system:anonymous\\" cannot get path \\"%s\\"",'
-    '"reason":"Forbidden","details":{},"code":403}\n'
-)
 
 
 class StandinApiserver:
@@ -68,15 +48,17 @@ class StandinApiserver:
     Use it as a context manager (`with StandinApiserver(expires_in=...) as api:`)
     or call start() and close(). The loopback certificate's dates come from at
     most one of: `expires_in` (time left, may be negative for an expired
-    certificate; 300 days when nothing is given), `not_after`, `generated_at`,
-    or `not_yet_valid=True` (NotBefore one day ahead, as after a clock jump).
-    `livez` picks the answer of GET /livez/loopback-serving-certificate: "ok",
-    "failed" (500), "absent" (404, apiserver older than v1.36), "forbidden"
-    (403, anonymous access off) or "auto" (ok until NotAfter, failed after, as
-    v1.36+ does). `readyz` picks the answer of GET /readyz: "ok" or "failed"
-    (500, as while etcd is unreachable). `ignore_sni=True` serves the ordinary
-    certificate to every client, like a load balancer or a server that ignores
-    SNI.
+    certificate; 300 days when nothing is given), `not_after`, `started_at`
+    (the apiserver's start: NotBefore is one hour earlier), or
+    `not_yet_valid=True` (NotBefore one day ahead, as after a clock jump).
+    `livez` picks the loopback-serving-certificate check among /livez and
+    /healthz checks: "auto" (as v1.36+: ok until start + lifetime, an hour
+    after NotAfter, failed after), "ok", "failed", or "pre-1.36" (no such
+    check). `readyz` picks the answer of GET /readyz: "ok" or "failed" (500,
+    as while etcd is unreachable). `anonymous_auth=False` answers 401 to every
+    request, as kube-apiserver `--anonymous-auth=false` does to a client
+    without credentials. `ignore_sni=True` serves the ordinary certificate to
+    every client, like a load balancer or a server that ignores SNI.
     """
 
     def __init__(
@@ -86,7 +68,7 @@ class StandinApiserver:
         port: int = 0,
         expires_in: Optional[timedelta] = None,
         not_after: Optional[datetime] = None,
-        generated_at: Optional[datetime] = None,
+        started_at: Optional[datetime] = None,
         not_yet_valid: bool = False,
         lifetime: timedelta = timedelta(days=365),
         key_type: str = "rsa",
@@ -96,33 +78,33 @@ class StandinApiserver:
         max_connections: int = _DEFAULT_MAX_CONNECTIONS,
         now: Optional[datetime] = None,
         readyz: str = "ok",
+        anonymous_auth: bool = True,
     ) -> None:
         if livez not in LIVEZ_MODES:
             raise ValueError(f"livez must be one of {', '.join(LIVEZ_MODES)}, not {livez!r}")
         if readyz not in READYZ_MODES:
             raise ValueError(f"readyz must be one of {', '.join(READYZ_MODES)}, not {readyz!r}")
-        given = [expires_in is not None, not_after is not None, generated_at is not None]
+        given = [expires_in is not None, not_after is not None, started_at is not None]
         if sum(given) + int(not_yet_valid) > 1:
-            raise ValueError(
-                "give at most one of expires_in, not_after, generated_at, not_yet_valid"
-            )
+            raise ValueError("give at most one of expires_in, not_after, started_at, not_yet_valid")
         now = now if now is not None else datetime.now(timezone.utc)
         hour = timedelta(hours=1)
-        if generated_at is None:
+        if started_at is None:
             if not_yet_valid:
-                generated_at = now + timedelta(days=1) + hour
+                started_at = now + timedelta(days=1) + hour
             else:
                 if not_after is None:
                     remaining = expires_in if expires_in is not None else timedelta(days=300)
                     not_after = now + remaining
-                generated_at = not_after - lifetime + hour
+                started_at = not_after - lifetime + hour
 
         self.host = host
-        self.pair = make_loopback_pair(generated_at, lifetime, key_type)
+        self.pair = make_loopback_pair(started_at, lifetime, key_type)
         self.serving_pair = make_serving_pair(now, key_type)
         self.ignore_sni = ignore_sni
         self.livez = livez
         self.readyz = readyz
+        self.anonymous_auth = anonymous_auth
         self._requested_port = port
         self._client_timeout = client_timeout
         self._slots = threading.BoundedSemaphore(max_connections)
@@ -260,14 +242,19 @@ class StandinApiserver:
         with self._lock:
             return list(self._server_names)
 
-    def livez_verdict(self, now: Optional[datetime] = None) -> str:
-        """Given the current time, return what the loopback livez check says now:
-        "ok", "failed", "absent" or "forbidden".
+    def loopback_check(self, now: Optional[datetime] = None) -> Optional[bool]:
+        """Given the current time, return whether the loopback-serving-certificate
+        check passes now (None: this apiserver has no such check).
+
+        Upstream's check fails once its deadline, start + lifetime, has
+        passed: an hour after NotAfter, since NotBefore is start - 1 h.
         """
+        if self.livez == "pre-1.36":
+            return None
         if self.livez != "auto":
-            return self.livez
+            return self.livez == "ok"
         now = now if now is not None else datetime.now(timezone.utc)
-        return "failed" if now >= self.pair.not_after else "ok"
+        return now < self.pair.started_at + self.pair.lifetime
 
     # -- serving -----------------------------------------------------------
 
@@ -343,46 +330,16 @@ class StandinApiserver:
             self._slots.release()
 
     def _respond(self, head: bytes) -> bytes:
-        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        parts = request_line.split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            return _response(400, "text/plain; charset=utf-8", "400 Bad Request", "GET")
-        method, target, _version = parts
-        with self._lock:
-            self._requests.append(target)
-        if method not in ("GET", "HEAD"):
-            return _response(405, "text/plain; charset=utf-8", "method not allowed\n", method)
-        path = target.split("?", 1)[0]
-        status, content_type, body = self._route(path)
-        return _response(status, content_type, body, method)
-
-    def _route(self, path: str) -> tuple[int, str, str]:
-        text = "text/plain; charset=utf-8"
-        verdict = self.livez_verdict()
-        if verdict == "forbidden" and path.startswith(("/livez", "/healthz", "/readyz")):
-            return 403, "application/json", _FORBIDDEN_BODY % path
-        if path == LIVEZ_CHECK_PATH:
-            if verdict == "ok":
-                return 200, text, "ok"
-            if verdict == "failed":
-                # Upstream's per-check handler wraps the check error this way;
-                # the error text itself is illustrative.
-                return 500, text, "internal server error: loopback certificate expired\n"
-            return 404, text, "404 page not found\n"
-        if path in ("/livez", "/healthz"):
-            if verdict == "failed":
-                aggregate = (
-                    "[+]ping ok\n"
-                    "[-]loopback-serving-certificate failed: reason withheld\n"
-                    f"{path.lstrip('/')} check failed\n"
-                )
-                return 500, text, aggregate
-            return 200, text, "ok"
-        if path == "/readyz":
-            if self.readyz == "failed":
-                return 500, text, _READYZ_FAILED_BODY
-            return 200, text, "ok"
-        return 404, text, "404 page not found\n"
+        target, response = answer(
+            head,
+            anonymous_auth=self.anonymous_auth,
+            loopback_check=self.loopback_check(),
+            ready=self.readyz == "ok",
+        )
+        if target is not None:
+            with self._lock:
+                self._requests.append(target)
+        return response
 
 
 def _read_head(tls: ssl.SSLSocket, deadline: float) -> Optional[bytes]:
@@ -395,110 +352,3 @@ def _read_head(tls: ssl.SSLSocket, deadline: float) -> Optional[bytes]:
             return None
         buffer += chunk
     return buffer.split(b"\r\n\r\n", 1)[0]
-
-
-def _response(status: int, content_type: str, body: str, method: str) -> bytes:
-    payload = body.encode("utf-8")
-    head = (
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
-        f"Content-Type: {content_type}\r\n"
-        "X-Content-Type-Options: nosniff\r\n"
-        f"Content-Length: {len(payload)}\r\n"
-        "Connection: close\r\n"
-        "\r\n"
-    ).encode("ascii")
-    return head if method == "HEAD" else head + payload
-
-
-# -- a stand-in apiserver process ----------------------------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    # allow_abbrev=False: an unknown kube-apiserver flag such as --bind must
-    # never be taken for a prefix of one of ours.
-    parser = argparse.ArgumentParser(
-        prog="python -m agent.standin",
-        description="Serve a stand-in kube-apiserver in the foreground until SIGTERM or "
-        "SIGINT, with a loopback certificate generated at start, as upstream does. "
-        "Other kube-apiserver flags are accepted and ignored.",
-        allow_abbrev=False,
-    )
-    parser.add_argument("--secure-port", type=int, default=DEFAULT_SECURE_PORT)
-    parser.add_argument(
-        "--bind-address",
-        default="127.0.0.1",
-        help="default 127.0.0.1 (kube-apiserver's is 0.0.0.0; a stand-in stays local)",
-    )
-    parser.add_argument(
-        "--lifetime",
-        type=argument(parse_signed_duration),
-        default=timedelta(days=365),
-        help='default "365d"',
-    )
-    dates = parser.add_mutually_exclusive_group()
-    dates.add_argument(
-        "--expires-in", type=argument(parse_signed_duration), help='time left, e.g. "10d", "-3d"'
-    )
-    dates.add_argument("--not-after", type=argument(parse_utc_time), help="RFC 3339")
-    dates.add_argument(
-        "--generated-at",
-        type=argument(parse_utc_time),
-        help="RFC 3339; default: now, as at every upstream start",
-    )
-    parser.add_argument("--key-type", choices=("rsa", "ec"), default="rsa")
-    parser.add_argument("--livez", choices=LIVEZ_MODES, default="auto")
-    parser.add_argument("--readyz", choices=READYZ_MODES, default="ok")
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Given kube-apiserver-like arguments (sys.argv[1:] when None), serve a
-    stand-in apiserver until SIGTERM or SIGINT; return 0, or 1 when the
-    address cannot be bound.
-
-    Each start generates a new loopback pair (generated now unless a date
-    option says otherwise), like a real apiserver start. Once listening it
-    prints one line, "listening on HOST:PORT", to stdout. Arguments it does
-    not know are ignored, so it can stand where kube-apiserver's command line
-    is expected. argparse exits with 2 for a bad value of a known option.
-    """
-    parser = _parser()
-    args, _ignored = parser.parse_known_args(argv)
-    generated_at = args.generated_at
-    if args.expires_in is None and args.not_after is None and generated_at is None:
-        generated_at = datetime.now(timezone.utc)
-    stop = {signal.SIGTERM, signal.SIGINT}
-    # Blocked before any thread starts, so every thread inherits the mask and
-    # sigwait below is the one place the signal arrives: no handler races.
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop)
-    try:
-        server = StandinApiserver(
-            host=args.bind_address,
-            port=args.secure_port,
-            expires_in=args.expires_in,
-            not_after=args.not_after,
-            generated_at=generated_at,
-            lifetime=args.lifetime,
-            key_type=args.key_type,
-            livez=args.livez,
-            readyz=args.readyz,
-        )
-    except ValueError as error:
-        parser.error(str(error))
-    try:
-        server.start()
-    except OSError as error:
-        sys.stderr.write(f"cannot listen on {args.bind_address}:{args.secure_port}: {error}\n")
-        return 1
-    try:
-        host = f"[{server.host}]" if ":" in server.host else server.host
-        sys.stdout.write(f"listening on {host}:{server.port}\n")
-        sys.stdout.flush()
-        signal.sigwait(stop)
-    finally:
-        server.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

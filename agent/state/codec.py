@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timedelta, timezone
+import re
+from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, Callable, Dict, List, Optional, Type, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar
 
-from agent.model import State
+from agent.model import MAX_LIFETIME, State
 from agent.state.records import (
-    MAX_RESTARTS,
     AgentState,
     CertRecord,
     ProcessRecord,
@@ -24,9 +24,12 @@ from agent.state.records import (
     RestartRecord,
     RestartResult,
     TargetState,
+    plausible_lifetime,
+    trim_restarts,
 )
+from agent.timefmt import format_rfc3339, parse_rfc3339
 
-__all__ = ["STATE_VERSION", "decode_state", "encode_state"]
+__all__ = ["STATE_VERSION", "decode_state", "encode_state", "salvage_restarts"]
 
 STATE_VERSION = 1
 
@@ -38,12 +41,7 @@ E = TypeVar("E", bound=Enum)
 
 
 def _time(moment: datetime) -> str:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"naive datetime {moment!r}: state times must be timezone-aware")
-    utc = moment.astimezone(timezone.utc)
-    if utc.microsecond:
-        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_rfc3339(moment, fraction="auto")
 
 
 def _optional_time(moment: Optional[datetime]) -> Optional[str]:
@@ -97,14 +95,14 @@ def _restart_json(record: RestartRecord) -> Dict[str, Any]:
 
 
 def encode_state(state: AgentState) -> bytes:
-    """Given the state, return it as JSON bytes, keeping the last MAX_RESTARTS restarts.
+    """Given the state, return it as JSON bytes, its restarts trimmed by trim_restarts.
 
     Raise ValueError if a datetime is naive or a number is not finite.
     """
     document = {
         "version": STATE_VERSION,
         "targets": {name: _target_json(t) for name, t in state.targets.items()},
-        "restarts": [_restart_json(r) for r in state.restarts[-MAX_RESTARTS:]],
+        "restarts": [_restart_json(r) for r in trim_restarts(state.restarts)],
     }
     return (json.dumps(document, indent=2, allow_nan=False) + "\n").encode("utf-8")
 
@@ -202,22 +200,21 @@ def _state(value: Any, where: str) -> str:
 
 
 def _datetime(value: Any, where: str) -> datetime:
-    text = _str(value, where)
-    for layout in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ"):
-        try:
-            return datetime.strptime(text, layout).replace(tzinfo=timezone.utc)
-        except ValueError:
-            continue
-    raise ValueError(
-        f"{where}: expected an RFC 3339 UTC time like 2026-01-09T08:58:13Z, got {text!r}"
-    )
+    return parse_rfc3339(_str(value, where), where=where)
 
 
 def _lifetime(value: Any, where: str) -> timedelta:
     seconds = _number(value, where)
-    if not 0 < seconds < 1e10:
-        raise ValueError(f"{where}: expected a positive number of seconds, got {value!r}")
-    return timedelta(seconds=seconds)
+    try:
+        lifetime = timedelta(seconds=seconds)
+    except OverflowError:
+        lifetime = timedelta.max
+    if not plausible_lifetime(lifetime):
+        raise ValueError(
+            f"{where}: expected a number of seconds in (0, {MAX_LIFETIME.total_seconds():.0f}], "
+            f"got {value!r}"
+        )
+    return lifetime
 
 
 def _process(value: Any, where: str) -> ProcessRecord:
@@ -301,4 +298,30 @@ def decode_state(data: bytes) -> AgentState:
     restarts: List[RestartRecord] = [
         _restart(value, f"restarts[{i}]") for i, value in enumerate(restarts_raw)
     ]
-    return AgentState(targets=targets, restarts=tuple(restarts[-MAX_RESTARTS:]))
+    return AgentState(targets=targets, restarts=trim_restarts(restarts))
+
+
+# A restart record is a flat JSON object; in a damaged file each one that is
+# still whole can be read on its own.
+_FLAT_OBJECT = re.compile(rb"\{[^{}]*\}")
+
+
+def salvage_restarts(data: bytes) -> Tuple[RestartRecord, ...]:
+    """Given the bytes of a state file that decode_state refused, return every
+    restart record still readable in it (oldest first, trimmed), so that a
+    damaged file never forgets a restart that min_interval must count.
+
+    Never raises.
+    """
+    found: List[RestartRecord] = []
+    for match in _FLAT_OBJECT.finditer(data):
+        if b'"target"' not in match.group(0):
+            continue  # cheap: a file of a million "{}" stays a quick read
+        try:
+            value = json.loads(match.group(0).decode("utf-8"))
+            record = _restart(value, "restart")
+        except (ValueError, RecursionError):
+            continue
+        if record not in found:
+            found.append(record)
+    return trim_restarts(found)

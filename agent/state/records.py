@@ -10,11 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Mapping, Optional, Tuple
+from typing import Mapping, Optional, Sequence, Set, Tuple
 
-from agent.model import BACKDATE, CROSS_CHECK_TOLERANCE, ApiserverProcess, TargetReport
+from agent.model import (
+    BACKDATE,
+    CROSS_CHECK_TOLERANCE,
+    MAX_LIFETIME,
+    ApiserverProcess,
+    TargetReport,
+)
 
-# Enough history to see a restart loop; the file stays a few tens of KiB.
+# Enough history to see a restart loop; the file stays a few tens of KiB. The
+# records min_interval needs are kept beyond it (see trim_restarts).
 MAX_RESTARTS = 50
 
 
@@ -149,12 +156,16 @@ def target_state_from(
         expected = facts.process.started_at - BACKDATE
         # A certificate that is not this process's (the probe reached another
         # apiserver) says nothing about this process's lifetime.
-        if abs(cert.not_before - expected) <= CROSS_CHECK_TOLERANCE:
+        # A lifetime outside (0, MAX_LIFETIME] is no apiserver's: it would only
+        # mislead the estimate, and the state file refuses it.
+        if abs(cert.not_before - expected) <= CROSS_CHECK_TOLERANCE and plausible_lifetime(
+            cert.lifetime
+        ):
             lifetime, learned_from = cert.lifetime, process
     return TargetState(
         checked_at=checked_at,
         state=a.state.value,
-        source=a.source,
+        source=a.source.value,
         summary=a.summary,
         seconds_left=a.seconds_left,
         not_after=a.not_after,
@@ -175,10 +186,39 @@ def target_state_from(
     )
 
 
+def plausible_lifetime(lifetime: timedelta) -> bool:
+    """Given a certificate lifetime, return whether it may be learned and stored."""
+    return timedelta(0) < lifetime <= MAX_LIFETIME
+
+
+def trim_restarts(records: Sequence[RestartRecord]) -> Tuple[RestartRecord, ...]:
+    """Given restart records (oldest first), return the last MAX_RESTARTS plus,
+    for every target, its latest counted restart and its latest open intent,
+    in their original order.
+
+    Blocked and aborted attempts of one target must never push out what
+    min_interval needs to know about another.
+    """
+    if len(records) <= MAX_RESTARTS:
+        return tuple(records)
+    keep = set(range(len(records) - MAX_RESTARTS, len(records)))
+    seen_counted: Set[str] = set()
+    seen_intent: Set[str] = set()
+    for index in range(len(records) - 1, -1, -1):
+        record = records[index]
+        if counts_for_min_interval(record) and record.target not in seen_counted:
+            seen_counted.add(record.target)
+            keep.add(index)
+        if record.phase is RestartPhase.INTENT and record.target not in seen_intent:
+            seen_intent.add(record.target)
+            keep.add(index)
+    return tuple(records[i] for i in sorted(keep))
+
+
 def add_restart(state: AgentState, record: RestartRecord) -> AgentState:
     """Given the state and a restart record, return the state with it appended,
-    keeping the last MAX_RESTARTS records."""
-    return replace(state, restarts=(*state.restarts, record)[-MAX_RESTARTS:])
+    trimmed by trim_restarts."""
+    return replace(state, restarts=trim_restarts((*state.restarts, record)))
 
 
 def counts_for_min_interval(record: RestartRecord) -> bool:
@@ -190,11 +230,61 @@ def counts_for_min_interval(record: RestartRecord) -> bool:
     )
 
 
-def last_restart(state: AgentState, target: str) -> Optional[datetime]:
-    """Given the state and a target, return when it was last restarted (or an
-    intent to restart it was written), for min_interval."""
+def last_restart(
+    state: AgentState, target: str, now: Optional[datetime] = None
+) -> Optional[datetime]:
+    """Given the state, a target and (optionally) now, return when it was last
+    restarted (or an intent to restart it was written), for min_interval.
+
+    With now, a time more than CLOCK_STEP_TOLERANCE ahead of it counts as now:
+    it was written before the clock stepped back, and must not hold restarts
+    for as long as the step.
+    """
     times = [r.at for r in state.restarts if r.target == target and counts_for_min_interval(r)]
-    return max(times) if times else None
+    if not times:
+        return None
+    latest = max(times)
+    if now is not None and latest - now > CLOCK_STEP_TOLERANCE:
+        return now
+    return latest
+
+
+# A time further ahead than this was written before the clock stepped back
+# (NTP's first sync on a board without RTC, a VM restored from a snapshot).
+CLOCK_STEP_TOLERANCE = timedelta(minutes=5)
+
+
+def settle_future(state: AgentState, now: datetime) -> Tuple[AgentState, Tuple[str, ...]]:
+    """Given the state and now, return it with every restart time and last
+    journal alert more than CLOCK_STEP_TOLERANCE ahead of now moved to now,
+    and one message per time moved (so each is said once: saved, it is no
+    longer ahead).
+    """
+    notes = []
+
+    def settled(moment: datetime, what: str) -> datetime:
+        if moment - now <= CLOCK_STEP_TOLERANCE:
+            return moment
+        ahead = int((moment - now).total_seconds())
+        notes.append(
+            f"{what} is dated {ahead} s ahead of the clock (did the clock step back?); "
+            "counting it as now"
+        )
+        return now
+
+    restarts = tuple(
+        replace(r, at=settled(r.at, f"{r.target}: restart record ({r.phase})"))
+        for r in state.restarts
+    )
+    targets = {
+        name: replace(t, last_alert_at=settled(t.last_alert_at, f"{name}: last journal alert"))
+        if t.last_alert_at is not None
+        else t
+        for name, t in state.targets.items()
+    }
+    if not notes:
+        return state, ()
+    return AgentState(targets=targets, restarts=restarts), tuple(notes)
 
 
 def unverified_restart(state: AgentState) -> Optional[RestartRecord]:
@@ -210,4 +300,4 @@ def finish_restart(state: AgentState, intent: RestartRecord, done: RestartRecord
     """Given the state, the intent record and the finished record, return the
     state with the intent replaced by the finished one (appended if gone)."""
     kept = tuple(r for r in state.restarts if r != intent)
-    return replace(state, restarts=(*kept, done)[-MAX_RESTARTS:])
+    return replace(state, restarts=trim_restarts((*kept, done)))

@@ -72,7 +72,7 @@ def test_utc_time(text: str, expected: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("yesterday", "is not a time"), ("2026-12-06T02:30:00", "needs a UTC offset")],
+    [("yesterday", "is not an RFC 3339 time"), ("2026-12-06T02:30:00", "needs a UTC offset")],
 )
 def test_utc_time_refuses(text: str, message: str) -> None:
     from agent.config.durations import parse_utc_time

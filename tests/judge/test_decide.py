@@ -20,7 +20,7 @@ from agent.judge.decide import (
     node_delay,
 )
 from agent.judge.window import contains, parse_window
-from agent.model import Assessment, State
+from agent.model import Assessment, Source, State
 
 # Saturday 2026-12-05 03:00 Europe/Berlin = 02:00 UTC, inside Sat 02:00-04:00.
 INSIDE = datetime(2026, 12, 5, 2, 0, tzinfo=timezone.utc)
@@ -48,7 +48,7 @@ def assessment(
     return Assessment(
         target="kube-apiserver",
         state=state,
-        source=source if left is not None else "none",
+        source=Source(source) if left is not None else Source.NONE,
         not_before=None if not_after is None else not_after - timedelta(days=365),
         not_after=not_after,
         seconds_left=None if left is None else left.total_seconds(),

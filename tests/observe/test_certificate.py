@@ -49,18 +49,21 @@ def _cn(value: str) -> x509.NameAttribute[str]:
 
 
 def test_reads_a_pair_shaped_like_upstream() -> None:
-    pair = make_loopback_pair(T0, timedelta(days=365), key_type="ec")
+    # The leaf's key took a second longer than the CA's, as upstream's may.
+    pair = make_loopback_pair(T0, timedelta(days=365), key_type="ec", key_seconds=(0.2, 1.0))
     unix = int(T0.timestamp())
 
     cert = read_loopback_cert(pair.cert_der)
 
-    assert cert.subject == f"CN=apiserver-loopback-client@{unix}"
+    assert cert.subject == f"CN=apiserver-loopback-client@{unix + 1}"
     assert cert.issuer == f"CN=apiserver-loopback-client-ca@{unix}"
-    assert cert.generated_at == T0
+    # The time in the CN, not NotBefore + 1 h.
+    assert cert.generated_at == T0 + timedelta(seconds=1)
     assert cert.not_before == T0 - timedelta(hours=1)
     assert cert.not_after == T0 - timedelta(hours=1) + timedelta(days=365)
     assert cert.lifetime == timedelta(days=365)
-    assert cert.serial == "2"
+    leaf = x509.load_pem_x509_certificate(pair.cert_pem)
+    assert cert.serial == format(leaf.serial_number, "x")
     assert cert.sha256 == hashlib.sha256(pair.cert_der).hexdigest()
 
 
@@ -144,3 +147,71 @@ def test_garbage_is_a_value_error_not_a_wrong_certificate(der: bytes) -> None:
     with pytest.raises(ValueError, match="cannot parse the peer certificate") as caught:
         read_loopback_cert(der)
     assert not isinstance(caught.value, NotLoopbackCert)
+
+
+def _dated(not_before: datetime, not_after: datetime) -> bytes:
+    name = x509.Name([_cn("apiserver-loopback-client@1767952693")])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(_KEY.public_key())
+        .serial_number(1)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .sign(_KEY, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )
+
+
+def _utc_time(moment: datetime) -> bytes:
+    return b"\x17\x0d" + moment.strftime("%y%m%d%H%M%SZ").encode()
+
+
+def _inverted() -> bytes:
+    """A certificate whose not_after precedes its not_before (the builder
+    refuses to make one, so the two dates are swapped in the DER; the
+    signature no longer matches, which nothing here checks)."""
+    before, after = datetime(2026, 1, 9, 8, 58, 13), datetime(2027, 1, 9, 8, 58, 13)
+    der = _dated(before, after)
+    validity = _utc_time(before) + _utc_time(after)
+    assert der.count(validity) == 1
+    return der.replace(validity, _utc_time(after) + _utc_time(before))
+
+
+def _generalized(year: int) -> bytes:
+    """A certificate valid from 1 January of `year` (GeneralizedTime, which
+    the builder writes only from 2050 on), to 2027, the DER lengths fixed up."""
+    before, after = datetime(2026, 1, 9, 8, 58, 13), datetime(2027, 1, 9, 8, 58, 13)
+    der = bytearray(_dated(before, after))
+    old = _utc_time(before)
+    new = b"\x18\x0f" + f"{year:04d}0101000000Z".encode()
+    at = der.index(old)
+    assert der[at - 2] == 0x30  # the Validity SEQUENCE, short form
+    der[at - 1] += len(new) - len(old)
+    der[at : at + len(old)] = new
+    # Certificate and TBSCertificate: long-form lengths with one or two bytes.
+    for offset in (0, 4 if der[1] == 0x82 else 3):
+        width = der[offset + 1] - 0x80
+        length = int.from_bytes(der[offset + 2 : offset + 2 + width], "big") + len(new) - len(old)
+        der[offset + 2 : offset + 2 + width] = length.to_bytes(width, "big")
+    return bytes(der)
+
+
+def test_a_certificate_whose_dates_are_inverted_is_refused() -> None:
+    # A lifetime below zero, which the state file refused to read back (9.1).
+    with pytest.raises(ValueError, match="implausible loopback certificate CN=apiserver"):
+        read_loopback_cert(_inverted())
+
+
+@pytest.mark.parametrize("year", [1, 999, 1949])
+def test_a_certificate_dated_before_1950_is_refused(year: int) -> None:
+    # Newer cryptography may refuse the date itself; either way, no LoopbackCert.
+    with pytest.raises(ValueError, match=r"implausible loopback certificate|cannot parse"):
+        read_loopback_cert(_generalized(year))
+
+
+def test_the_x509_no_expiry_date_is_read() -> None:
+    # RFC 5280's "no well-defined expiration": 9999-12-31T23:59:59Z.
+    cert = read_loopback_cert(_dated(datetime(2026, 1, 9), datetime(9999, 12, 31, 23, 59, 59)))
+    assert cert.not_after == datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)

@@ -11,8 +11,9 @@ import os
 import socket
 import ssl
 import time
+import tracemalloc
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterator, Tuple, Type
+from typing import Any, Callable, Dict, Iterator, Tuple, Type
 
 import pytest
 from cryptography import x509
@@ -23,6 +24,7 @@ from faulty_peers import (
     ResetPeer,
     SilentPeer,
     TlsDripResponsePeer,
+    TlsEndlessChunkedPeer,
     TlsResetPeer,
     TlsScriptedPeer,
     closed_port,
@@ -31,12 +33,12 @@ from faulty_peers import (
 
 import agent
 from agent.model import LOOPBACK_SERVER_NAME, ProbeResult
-from agent.observe import probe as probe_module
-from agent.observe.probe import probe
+from agent.net.http import HEALTH_LIMIT
+from agent.observe.probe import livez_verdict, probe
 from agent.standin.server import StandinApiserver
 
 StandinFactory = Callable[..., StandinApiserver]
-LIVEZ_CHECK = "/livez/loopback-serving-certificate"
+LIVEZ_TARGET = "/livez?verbose"
 TIMEOUT = 5.0
 # Short enough to keep the suite quick, long enough to dwarf scheduling noise.
 DEADLINE = 1.0
@@ -60,7 +62,7 @@ def test_reads_the_loopback_certificate(standin: StandinFactory, days: int) -> N
 
     result = _probe(api.host, api.port)
 
-    assert result.ok and result.error is None
+    assert result.cert is not None and result.error is None
     assert (result.host, result.port, result.server_name) == (
         api.host,
         api.port,
@@ -166,19 +168,31 @@ def test_unusable_server_name_is_an_error_not_an_exception(standin: StandinFacto
     api = standin()
     result = probe(api.host, api.port, "", TIMEOUT)
     assert result.cert is None
-    assert result.error is not None and result.error.startswith("cannot probe")
+    assert result.error is not None and result.error.startswith("cannot use server name ''")
 
 
 # -- livez -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("livez", ["ok", "failed", "absent", "forbidden"])
-def test_livez_verdicts(standin: StandinFactory, livez: str) -> None:
-    api = standin(livez=livez)
+@pytest.mark.parametrize(
+    ("options", "livez"),
+    [
+        ({}, "ok"),
+        ({"livez": "failed"}, "failed"),
+        ({"expires_in": -timedelta(days=3)}, "failed"),
+        # Upstream's check fails at start + lifetime, an hour after NotAfter.
+        ({"expires_in": -timedelta(minutes=30)}, "ok"),
+        ({"livez": "pre-1.36"}, "absent"),
+        ({"anonymous_auth": False}, "forbidden"),
+    ],
+)
+def test_livez_verdicts(standin: StandinFactory, options: Dict[str, Any], livez: str) -> None:
+    api = standin(**options)
     result = _probe(api.host, api.port)
     assert result.cert is not None and result.error is None
     assert result.livez == livez
-    assert api.requests == [LIVEZ_CHECK]
+    # The aggregate endpoint, which default RBAC lets anyone read (not /livez/<check>).
+    assert api.requests == [LIVEZ_TARGET]
 
 
 def test_livez_can_be_skipped(standin: StandinFactory) -> None:
@@ -189,14 +203,24 @@ def test_livez_can_be_skipped(standin: StandinFactory) -> None:
     assert api.requests == []
 
 
+VERBOSE_OK = b"[+]ping ok\n[+]etcd ok\n[+]loopback-serving-certificate ok\nlivez check passed\n"
+VERBOSE_FAILED = (
+    b"[+]ping ok\n[-]loopback-serving-certificate failed: reason withheld\nlivez check failed\n"
+)
+VERBOSE_WITHOUT = b"[+]ping ok\n[+]etcd ok\nlivez check passed\n"
+
+
+def _answer(status: str, body: bytes) -> bytes:
+    return b"HTTP/1.1 %s\r\nContent-Length: %d\r\n\r\n%s" % (status.encode(), len(body), body)
+
+
 def test_the_livez_request_is_plain_and_identifies_the_agent() -> None:
-    response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-    with TlsScriptedPeer(response) as peer:
+    with TlsScriptedPeer(_answer("200 OK", VERBOSE_OK)) as peer:
         result = _probe(peer.host, peer.port)
     assert result.livez == "ok"
     request = peer.requests[0].decode("ascii")
     lines = request.split("\r\n")
-    assert lines[0] == f"GET {LIVEZ_CHECK} HTTP/1.1"
+    assert lines[0] == f"GET {LIVEZ_TARGET} HTTP/1.1"
     assert f"Host: {LOOPBACK_SERVER_NAME}" in lines
     assert f"User-Agent: kube-loopback-guard/{agent.__version__}" in lines
     assert "Connection: close" in lines
@@ -206,23 +230,31 @@ def test_the_livez_request_is_plain_and_identifies_the_agent() -> None:
 @pytest.mark.parametrize(
     ("response", "verdict"),
     [
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n", "ok"),
+        (_answer("200 OK", VERBOSE_OK), "ok"),
+        (_answer("200 OK", VERBOSE_OK.replace(b"\n", b"\r\n")), "ok"),
         (
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\no\r\n1\r\nk\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"13\r\n[+]loopback-serving\r\n"
+            b"f\r\n-certificate ok\r\n0\r\n\r\n",
             "ok",
         ),
-        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok", "ok"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nnot ok", "error"),
-        (b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 200_000, "error"),
-        (b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n", "failed"),
-        (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", "absent"),
-        (b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n", "forbidden"),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + VERBOSE_OK, "ok"),
+        (_answer("500 Internal Server Error", VERBOSE_FAILED), "failed"),
+        (_answer("500 Internal Server Error", b"[-]etcd failed: reason withheld\n"), "absent"),
+        (_answer("200 OK", VERBOSE_WITHOUT), "absent"),
+        (_answer("200 OK", b"ok"), "absent"),
+        (_answer("200 OK", b"[+]loopback-serving-certificate-v2 ok\n"), "absent"),
+        (_answer("404 Not Found", b"404 page not found\n"), "error"),
+        (_answer("401 Unauthorized", b""), "forbidden"),
         (b"HTTP/1.0 403 Forbidden\r\n\r\n", "forbidden"),
         (b"HTTP/1.1 302 Found\r\nLocation: /\r\nContent-Length: 0\r\n\r\n", "error"),
-        (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n", "error"),
+        (_answer("503 Service Unavailable", VERBOSE_OK), "error"),
         (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "error"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nok", "error"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + VERBOSE_OK, "error"),
         (b"", "error"),
+        # Bounded: our line after more than HEALTH_LIMIT bytes is never reached.
+        (b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 200_000, "error"),
+        (_answer("200 OK", b"[+]ping ok\n" * (HEALTH_LIMIT // 11 + 1) + VERBOSE_OK), "error"),
     ],
 )
 def test_livez_responses(response: bytes, verdict: str) -> None:
@@ -231,6 +263,36 @@ def test_livez_responses(response: bytes, verdict: str) -> None:
     # Whatever livez says, the certificate result stands.
     assert result.cert is not None and result.error is None
     assert result.livez == verdict
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "verdict"),
+    [
+        (200, VERBOSE_OK, "ok"),
+        (500, VERBOSE_FAILED, "failed"),
+        (200, b"[-]loopback-serving-certificate failed: x509: expired\n", "failed"),
+        (500, b"", "absent"),
+        (403, b"", "forbidden"),
+        (204, VERBOSE_OK, "error"),
+        (200, b"\xff\xfe[+]loopback-serving-certificate ok\x00\n", "absent"),
+    ],
+)
+def test_livez_verdict_reads_the_check_line(status: int, body: bytes, verdict: str) -> None:
+    assert livez_verdict(status, body) == verdict
+
+
+def test_an_endless_livez_body_ends_at_the_limit_in_bounded_memory() -> None:
+    with TlsEndlessChunkedPeer() as peer:
+        tracemalloc.start()
+        try:
+            result, _ = _timed_probe(peer.port, timeout=TIMEOUT)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert result.cert is not None and result.livez == "error"
+    # The body stops at its limit (plus framing and buffers), not at the deadline.
+    assert peak < 1024 * 1024, f"peak {peak} bytes"
+    assert peer.sent < 4 * 1024 * 1024
 
 
 # -- faulty peers: every one ends within the deadline --------------------------
@@ -303,10 +365,6 @@ def test_timeout_is_worded_with_its_precision() -> None:
 
 
 # -- a probe that runs forever in a daemon -------------------------------------
-
-
-def test_tls_context_is_built_once() -> None:
-    assert probe_module._tls_context() is probe_module._tls_context()
 
 
 @pytest.fixture

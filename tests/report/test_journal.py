@@ -176,8 +176,9 @@ def test_a_value_with_a_newline_uses_the_binary_form(
     sink, _ = journal
     sink.send("first\nsecond", 3, {"PROBE_ERROR": "line one\nline two\n", "TARGET": "a=b"})
     received = journald.receive()
+    # MESSAGE stays one line (it may carry a peer's text); other fields keep theirs.
     assert received.payload == (
-        b"MESSAGE\n" + (12).to_bytes(8, "little") + b"first\nsecond\n"
+        b"MESSAGE=first\\nsecond\n"
         b"PRIORITY=3\n"
         b"SYSLOG_IDENTIFIER=kube-loopback-guard\n"
         b"PROBE_ERROR\n" + (18).to_bytes(8, "little") + b"line one\nline two\n\n"
@@ -283,8 +284,9 @@ def test_a_record_too_big_for_a_datagram_arrives_whole_in_a_sealed_memfd(
     journald: FakeJournald, journal: Tuple[Journal, io.StringIO]
 ) -> None:
     sink, stderr = journal
-    message = ("0123456789abcdef" * (MAX_VALUE_BYTES // 16))[:-2] + "\nE"
-    assert len(message.encode()) == MAX_VALUE_BYTES
+    # The newline reaches journald escaped (MESSAGE stays one line): 2 bytes.
+    message = ("0123456789abcdef" * (MAX_VALUE_BYTES // 16))[:-3] + "\nE"
+    assert len(message.encode()) + 1 == MAX_VALUE_BYTES
     _too_big_for_a_datagram(len(message))
     sink.send(message, 4, {"TARGET": "kube-apiserver"})
     received = journald.receive()
@@ -294,7 +296,7 @@ def test_a_record_too_big_for_a_datagram_arrives_whole_in_a_sealed_memfd(
         F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE
     )
     fields = received.fields
-    assert fields["MESSAGE"] == message
+    assert fields["MESSAGE"] == message.replace("\n", "\\n")
     assert fields["TARGET"] == "kube-apiserver"
     assert "KLG_TRUNCATED" not in fields
     assert stderr.getvalue() == ""
@@ -429,22 +431,39 @@ def test_a_full_journald_queue_never_blocks_and_loses_nothing(
     assert journald.drain() + len(on_stderr) == sent
 
 
-def test_a_failing_stderr_is_ignored(journald: FakeJournald) -> None:
-    closed = io.StringIO()
-    closed.close()
-    journald.close()
-    with Journal(closed, journald.path) as sink:
-        sink.send("nowhere to go", 2, {})
-    Journal(closed).send("nowhere to go", 2, {})
+class _FailingStderr(io.StringIO):
+    """A stderr that keeps every line offered to it, then fails like a closed
+    file (ValueError) or a reader gone away (BrokenPipeError)."""
 
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.offered: List[str] = []
+        self.error = error
 
-class _BrokenPipe(io.StringIO):
     def write(self, text: str) -> int:
-        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+        self.offered.append(text)
+        raise self.error
 
 
-def test_a_broken_stderr_pipe_is_ignored() -> None:
-    Journal(_BrokenPipe()).send("nowhere to go", 2, {"TARGET": "x"})
+@pytest.mark.parametrize(
+    "error", [ValueError("I/O operation on closed file"), BrokenPipeError(errno.EPIPE, "pipe")]
+)
+def test_a_failing_stderr_is_offered_each_record_once_and_never_raises(
+    journald: FakeJournald, error: Exception
+) -> None:
+    stderr = _FailingStderr(error)
+    journald.close()  # journald gone: records fall back to the failing stderr
+    with Journal(stderr, journald.path) as sink:
+        sink.send("nowhere to go", 2, {"TARGET": "x"})
+        sink.send("still nowhere", 3, {})
+    complaint, first, second = stderr.offered
+    assert complaint.startswith("WARNING kube-loopback-guard: cannot send to the journal at ")
+    assert first == "CRIT nowhere to go TARGET=x\n"
+    assert second == "ERR still nowhere\n"
+    # Without journald at all, straight to the (failing) stderr, once.
+    plain = _FailingStderr(error)
+    Journal(plain).send("nowhere to go", 2, {"TARGET": "x"})
+    assert plain.offered == ["CRIT nowhere to go TARGET=x\n"]
 
 
 def _open_fds() -> int:

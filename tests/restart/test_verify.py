@@ -59,7 +59,7 @@ def test_readyz_sends_the_server_name(standin: StandinFactory) -> None:
     ("options", "status", "detail"),
     [
         ({"readyz": "failed"}, 500, "/readyz not ok: 500"),
-        ({"livez": "forbidden"}, 403, "/readyz not ok: 403 (anonymous access refused)"),
+        ({"anonymous_auth": False}, 401, "/readyz not ok: 401 (anonymous access refused)"),
     ],
 )
 def test_readyz_not_ok(
@@ -76,7 +76,7 @@ def test_readyz_refused() -> None:
 
 @pytest.mark.parametrize(
     ("peer_class", "phase"),
-    [(SilentPeer, "TLS handshake"), (DripPeer, "TLS handshake"), (TlsDripResponsePeer, "request")],
+    [(SilentPeer, "TLS handshake"), (DripPeer, "TLS handshake"), (TlsDripResponsePeer, "response")],
 )
 def test_readyz_is_bounded_by_one_deadline(peer_class: type, phase: str) -> None:
     with peer_class() as peer:
@@ -84,14 +84,16 @@ def test_readyz_is_bounded_by_one_deadline(peer_class: type, phase: str) -> None
         result = readyz(peer.host, peer.port, 1.0)
         elapsed = time.monotonic() - started
     assert 1.0 <= elapsed < 1.5
-    assert result == ReadyzResult(False, None, f"/readyz not ok: timed out after 1s during {phase}")
+    assert result == ReadyzResult(
+        False, None, f"/readyz not ok: timed out after 1.0s during {phase}"
+    )
 
 
 def test_readyz_plain_http_peer() -> None:
     with PlainHttpPeer() as peer:
         result = readyz(peer.host, peer.port, 2)
     assert not result.ok and result.status is None
-    assert result.detail.startswith("/readyz not ok: TLS failed during TLS handshake")
+    assert result.detail == "/readyz not ok: TLS handshake failed: the peer answered in plain HTTP"
 
 
 @pytest.mark.parametrize(
@@ -113,7 +115,7 @@ def test_readyz_garbage_response() -> None:
     with TlsScriptedPeer(b"SSH-2.0-OpenSSH_9.6\r\n") as peer:
         result = readyz(peer.host, peer.port, 3)
     assert result == ReadyzResult(
-        False, None, "/readyz not ok: not HTTP: b'SSH-2.0-OpenSSH_9.6\\r\\n'"
+        False, None, "/readyz not ok: not an HTTP response: 'SSH-2.0-OpenSSH_9.6\\r\\n'"
     )
 
 

@@ -1,5 +1,5 @@
-"""Tests for agent.standin and agent.standin_certs: certificates shaped like
-upstream, and the server."""
+"""Tests for agent.standin: certificates shaped like client-go's, the server,
+what it answers as default RBAC shows it, and the process."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from agent.standin.server import StandinApiserver
 
 T0 = datetime(2025, 3, 14, 9, 26, 53, tzinfo=timezone.utc)
 LIVEZ_CHECK = "/livez/loopback-serving-certificate"
+LIVEZ_VERBOSE = "/livez?verbose"
+MAX_INT64 = 2**63 - 1
 StandinFactory = Callable[..., StandinApiserver]
 
 
@@ -61,19 +63,25 @@ def _verify_signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> None:
 @pytest.mark.parametrize("key_type", ["ec", "rsa"])
 def test_pair_has_the_upstream_shape(key_type: str) -> None:
     lifetime = timedelta(days=1096)
-    pair = make_loopback_pair(T0.replace(microsecond=123456), lifetime, key_type)
+    started = T0.replace(microsecond=123456)
+    pair = make_loopback_pair(started, lifetime, key_type)
     ca, leaf = _load(pair.ca_pem), _load(pair.cert_pem)
-    unix = int(T0.timestamp())
+    ca_time, leaf_time = _cn_time(ca), _cn_time(leaf)
 
-    assert _cn(ca) == f"apiserver-loopback-client-ca@{unix}"
-    assert _cn(leaf) == f"apiserver-loopback-client@{unix}"
+    # The unix time is read after each key generation: never before the
+    # start, the leaf's never before the CA's.
+    assert T0 <= ca_time <= leaf_time <= T0 + timedelta(seconds=30)
+    assert _cn(ca) == f"apiserver-loopback-client-ca@{int(ca_time.timestamp())}"
     assert leaf.issuer == ca.subject == ca.issuer
-    assert (ca.serial_number, leaf.serial_number) == (1, 2)
+    # Random 63-bit serials, as client-go since v1.28.
+    assert 1 <= ca.serial_number <= MAX_INT64 and 1 <= leaf.serial_number <= MAX_INT64
+    assert ca.serial_number != leaf.serial_number
     for cert in (ca, leaf):
         assert _utc(cert, "not_valid_before") == T0 - timedelta(hours=1)
         assert _utc(cert, "not_valid_after") == T0 - timedelta(hours=1) + lifetime
-    assert (pair.generated_at, pair.not_before, pair.lifetime) == (
-        T0,
+    assert (pair.started_at, pair.generated_at, pair.not_before, pair.lifetime) == (
+        started,
+        leaf_time,
         T0 - timedelta(hours=1),
         lifetime,
     )
@@ -104,8 +112,32 @@ def test_pair_has_the_upstream_shape(key_type: str) -> None:
     assert pair.chain_pem == pair.cert_pem + pair.ca_pem
 
 
+def _cn_time(cert: x509.Certificate) -> datetime:
+    return datetime.fromtimestamp(int(_cn(cert).rsplit("@", 1)[1]), tz=timezone.utc)
+
+
+def test_ca_and_leaf_times_can_be_a_second_apart() -> None:
+    # Started at :53.5; the CA key takes 0.4 s (CN time :53.9, second 53),
+    # the leaf key 0.3 s more (:54.2, second 54).
+    pair = make_loopback_pair(
+        T0.replace(microsecond=500000), timedelta(days=365), "ec", key_seconds=(0.4, 0.3)
+    )
+    ca, leaf = _load(pair.ca_pem), _load(pair.cert_pem)
+    assert _cn_time(ca) == T0
+    assert _cn_time(leaf) == pair.generated_at == T0 + timedelta(seconds=1)
+    assert pair.not_before == T0 - timedelta(hours=1)
+
+
+def test_serials_differ_between_pairs() -> None:
+    serials = {
+        _load(make_loopback_pair(T0, timedelta(days=1), "ec").cert_pem).serial_number
+        for _ in range(5)
+    }
+    assert len(serials) == 5
+
+
 @pytest.mark.parametrize(
-    ("generated_at", "lifetime", "key_type", "message"),
+    ("started_at", "lifetime", "key_type", "message"),
     [
         (datetime(2025, 1, 1), timedelta(days=365), "ec", "timezone-aware"),
         (T0, timedelta(0), "ec", "lifetime"),
@@ -113,10 +145,10 @@ def test_pair_has_the_upstream_shape(key_type: str) -> None:
     ],
 )
 def test_pair_refuses_bad_arguments(
-    generated_at: datetime, lifetime: timedelta, key_type: str, message: str
+    started_at: datetime, lifetime: timedelta, key_type: str, message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        make_loopback_pair(generated_at, lifetime, key_type)
+        make_loopback_pair(started_at, lifetime, key_type)
 
 
 # -- dates of the served certificate -------------------------------------------
@@ -143,13 +175,14 @@ def test_expired_certificate_dates() -> None:
     not_after = T0.replace(year=2024)
     api = StandinApiserver(not_after=not_after, key_type="ec")
     assert api.pair.not_after == not_after
-    assert api.pair.generated_at == not_after - timedelta(days=365) + timedelta(hours=1)
+    assert api.pair.started_at == not_after - timedelta(days=365) + timedelta(hours=1)
 
 
-def test_explicit_generation_time() -> None:
-    api = StandinApiserver(generated_at=T0, key_type="ec")
-    assert api.pair.generated_at == T0
+def test_explicit_start_time() -> None:
+    api = StandinApiserver(started_at=T0, key_type="ec")
+    assert api.pair.started_at == T0
     assert api.pair.not_before == T0 - timedelta(hours=1)
+    assert T0 <= api.pair.generated_at <= T0 + timedelta(seconds=30)
 
 
 def test_not_yet_valid() -> None:
@@ -159,7 +192,7 @@ def test_not_yet_valid() -> None:
 
 def test_conflicting_date_options_are_refused() -> None:
     with pytest.raises(ValueError, match="at most one"):
-        StandinApiserver(expires_in=timedelta(days=1), generated_at=T0, key_type="ec")
+        StandinApiserver(expires_in=timedelta(days=1), started_at=T0, key_type="ec")
     with pytest.raises(ValueError, match="at most one"):
         StandinApiserver(not_after=T0, not_yet_valid=True, key_type="ec")
     with pytest.raises(ValueError, match="livez"):
@@ -246,39 +279,82 @@ def test_ignore_sni_serves_the_ordinary_certificate(standin: StandinFactory) -> 
     assert api.loopback_handshakes == 0
 
 
+def _check_lines(body: bytes) -> Dict[str, str]:
+    """Given a verbose health body, return {check: "ok" | "failed"}."""
+    lines: Dict[str, str] = {}
+    for line in body.decode().splitlines():
+        if line.startswith(("[+]", "[-]")):
+            name, _, rest = line[3:].partition(" ")
+            lines[name] = "ok" if line.startswith("[+]") else rest
+    return lines
+
+
 @pytest.mark.parametrize(
-    ("livez", "status", "body"),
+    ("options", "status", "ours"),
     [
-        ("ok", 200, b"ok"),
-        ("failed", 500, b"internal server error: loopback certificate expired\n"),
-        ("absent", 404, b"404 page not found\n"),
+        ({}, 200, "ok"),
+        ({"livez": "ok", "expires_in": -timedelta(days=3)}, 200, "ok"),
+        ({"livez": "failed"}, 500, "failed: reason withheld"),
+        ({"expires_in": -timedelta(days=3)}, 500, "failed: reason withheld"),
+        ({"livez": "pre-1.36"}, 200, None),
     ],
 )
-def test_livez_check_answers(standin: StandinFactory, livez: str, status: int, body: bytes) -> None:
+def test_livez_verbose_lists_the_checks(
+    standin: StandinFactory, options: Dict[str, object], status: int, ours: Optional[str]
+) -> None:
+    api = standin(**options)
+    answered, _, body, _ = _request(api, LIVEZ_VERBOSE)
+    assert answered == status
+    checks = _check_lines(body)
+    assert checks.get("loopback-serving-certificate") == ours
+    assert checks["ping"] == checks["etcd"] == "ok"
+    assert body.endswith(b"livez check passed\n" if status == 200 else b"livez check failed\n")
+    assert api.requests == [LIVEZ_VERBOSE]
+
+
+def test_livez_auto_fails_an_hour_after_not_after(standin: StandinFactory) -> None:
+    # Upstream's deadline is start + lifetime; start is NotBefore + 1 h.
+    api = standin(expires_in=-timedelta(minutes=30), key_type="ec")
+    assert _check_lines(_request(api, LIVEZ_VERBOSE)[2])["loopback-serving-certificate"] == "ok"
+    assert api.loopback_check(api.pair.not_after + timedelta(minutes=59)) is True
+    assert api.loopback_check(api.pair.not_after + timedelta(hours=1, seconds=1)) is False
+
+
+def test_a_failing_check_makes_plain_livez_verbose(standin: StandinFactory) -> None:
+    api = standin(livez="failed")
+    status, _, body, _ = _request(api, "/livez")
+    assert status == 500
+    assert b"[-]loopback-serving-certificate failed: reason withheld\n" in body
+    assert _request(api, "/healthz")[0] == 500
+    # /readyz does not carry the check.
+    assert _request(api, "/readyz")[::2] == (200, b"ok")
+
+
+def _status_document(body: bytes) -> Dict[str, object]:
+    document = json.loads(body)
+    assert isinstance(document, dict) and document["kind"] == "Status"
+    return document
+
+
+@pytest.mark.parametrize("livez", ["auto", "pre-1.36"])
+def test_a_single_check_is_forbidden_to_anonymous(standin: StandinFactory, livez: str) -> None:
+    # system:public-info-viewer grants /livez, not /livez/*; authorization runs
+    # before routing, so an apiserver without the check answers 403 too.
     api = standin(livez=livez)
-    assert _request(api, LIVEZ_CHECK)[::2] == (status, body)
-    assert api.requests == [LIVEZ_CHECK]
-
-
-def test_livez_forbidden_is_a_kubernetes_status(standin: StandinFactory) -> None:
-    api = standin(livez="forbidden")
     status, headers, body, _ = _request(api, LIVEZ_CHECK)
     assert status == 403
     assert headers["content-type"] == "application/json"
-    document = json.loads(body)
-    assert (document["kind"], document["reason"], document["code"]) == ("Status", "Forbidden", 403)
-    assert LIVEZ_CHECK in document["message"]
+    document = _status_document(body)
+    assert (document["reason"], document["code"]) == ("Forbidden", 403)
+    assert LIVEZ_CHECK in str(document["message"])
 
 
-def test_livez_auto_follows_expiry(standin: StandinFactory) -> None:
-    valid = standin(expires_in=timedelta(minutes=5))
-    assert _request(valid, LIVEZ_CHECK)[::2] == (200, b"ok")
-    expired = standin(expires_in=-timedelta(minutes=5))
-    assert _request(expired, LIVEZ_CHECK)[0] == 500
-    status, _, body, _ = _request(expired, "/livez?verbose")
-    assert status == 500
-    assert b"[-]loopback-serving-certificate failed" in body
-    assert body.endswith(b"livez check failed\n")
+@pytest.mark.parametrize("path", [LIVEZ_VERBOSE, "/livez", "/readyz", LIVEZ_CHECK, "/version"])
+def test_anonymous_auth_off_answers_401_to_everything(standin: StandinFactory, path: str) -> None:
+    api = standin(anonymous_auth=False)
+    status, _, body, _ = _request(api, path)
+    assert status == 401
+    assert (_status_document(body)["reason"]) == "Unauthorized"
 
 
 @pytest.mark.parametrize(
@@ -286,22 +362,34 @@ def test_livez_auto_follows_expiry(standin: StandinFactory) -> None:
     [
         ("GET", "/livez", 200, b"ok"),
         ("GET", "/healthz", 200, b"ok"),
-        ("GET", "/readyz?verbose", 200, b"ok"),
-        ("GET", "/api/v1/namespaces", 404, b"404 page not found\n"),
-        ("HEAD", "/livez", 200, b""),
-        ("POST", "/livez", 405, b"method not allowed\n"),
+        ("GET", "/readyz", 200, b"ok"),
+        ("GET", "/api/v1/namespaces", 403, None),
+        ("GET", "/metrics", 403, None),
+        ("GET", "/livez/ping", 403, None),
+        # RBAC's verb is the method: public-info-viewer grants only get.
+        ("HEAD", "/livez", 403, b""),
+        ("POST", "/livez", 403, None),
     ],
 )
 def test_other_paths(
-    standin: StandinFactory, method: str, path: str, status: int, body: bytes
+    standin: StandinFactory, method: str, path: str, status: int, body: Optional[bytes]
 ) -> None:
     api = standin()
-    assert _request(api, path, method=method)[::2] == (status, body)
+    answered, _, content, _ = _request(api, path, method=method)
+    assert answered == status
+    if body is not None:
+        assert content == body
+
+
+def test_version_is_public(standin: StandinFactory) -> None:
+    status, _, body, _ = _request(standin(), "/version")
+    assert status == 200 and json.loads(body)["minor"] == "36"
+    assert json.loads(_request(standin(livez="pre-1.36"), "/version")[2])["minor"] == "35"
 
 
 def test_ipv6(standin: StandinFactory, ipv6_loopback: str) -> None:
     api = standin(host=ipv6_loopback)
-    assert _request(api, LIVEZ_CHECK)[::2] == (200, b"ok")
+    assert _request(api, "/livez")[::2] == (200, b"ok")
 
 
 # -- lifecycle -----------------------------------------------------------------
