@@ -108,6 +108,7 @@ def render_plans(plans: Sequence[TargetPlan], policy: RestartConfig) -> str:
                     [
                         f"peers {g.peer_problem or 'ok'}",
                         f"blocking command {g.command_problem or 'ok'}",
+                        *([f"kubelet: {g.kubelet_problem}"] if g.kubelet_problem else []),
                         f"lease {'held by ' + g.lease_holder if g.lease_holder else 'free'}",
                     ]
                 )
