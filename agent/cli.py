@@ -8,24 +8,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Callable, List, Optional, Tuple, Union
 
+from agent import __version__
+from agent.config import DEFAULT_CONFIG_PATH
+
 if TYPE_CHECKING:
+    from datetime import datetime, timedelta
+
+    from agent.config.loader import ConfigError
+    from agent.config.types import Config, TargetConfig
     from agent.state.records import AgentState
 
-from agent import __version__
-from agent.config.durations import (
-    argument,
-    parse_duration,
-    parse_signed_duration,
-    parse_utc_time,
-    within,
-)
-from agent.config.loader import DEFAULT_CONFIG_PATH, ConfigError, load_config
-from agent.config.types import Config, TargetConfig
-from agent.model import MAX_LIFETIME
-from agent.report.output import EXIT_UNKNOWN
+# What a verb needs it imports itself: `--help` loads neither psutil nor the
+# config machinery, and `check` only what a check needs.
 
 # sysexits.h EX_CONFIG; the unit's RestartPreventExitStatus= names it.
 EXIT_CONFIG = 78
@@ -46,12 +42,40 @@ absent). `kube-loopback-guard config --example` prints every option.
 
 
 def _now() -> datetime:
+    from datetime import datetime, timezone
+
     return datetime.now(timezone.utc)
 
 
 def _load(args: argparse.Namespace) -> Config:
+    from agent.config.loader import load_config
+
     path: Optional[str] = args.config
     return load_config(path)
+
+
+def _expires_in(text: str) -> timedelta:
+    """demo --expires-in, bounded like a config's lifetime: beyond, the
+    stand-in's dates overflow."""
+    from agent.config.durations import argument, parse_signed_duration, within
+    from agent.model import MAX_LIFETIME
+
+    return argument(within(parse_signed_duration, -MAX_LIFETIME, MAX_LIFETIME))(text)
+
+
+def _lifetime(text: str) -> timedelta:
+    from datetime import timedelta
+
+    from agent.config.durations import argument, parse_duration, within
+    from agent.model import MAX_LIFETIME
+
+    return argument(within(parse_duration, timedelta(seconds=1), MAX_LIFETIME))(text)
+
+
+def _utc_time(text: str) -> datetime:
+    from agent.config.durations import argument, parse_utc_time
+
+    return argument(parse_utc_time)(text)
 
 
 def _config_error(error: ConfigError, code: int) -> int:
@@ -63,10 +87,11 @@ def _config_error(error: ConfigError, code: int) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from agent.check import run_check
+    from agent.config.loader import ConfigError
     from agent.observe.discover import ProcessFinder
     from agent.observe.probe import probe
+    from agent.report.output import EXIT_UNKNOWN, render_json, render_text
     from agent.report.output import exit_code as plugin_exit
-    from agent.report.output import render_json, render_text
 
     try:
         config = _load(args)
@@ -82,6 +107,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.config.loader import ConfigError
+    from agent.report.output import EXIT_UNKNOWN
     from agent.standin.demo import run_demo
 
     try:
@@ -92,7 +119,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from agent.config.loader import config_notes
+    from agent.config.loader import ConfigError, config_notes
     from agent.config.schema import render_example
 
     if args.example:
@@ -110,6 +137,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from agent.config.loader import ConfigError
     from agent.daemon import Daemon
     from agent.observe.probe import probe
     from agent.report.events import PRIORITY_ERR, EventKind, send_event
@@ -134,6 +162,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
+    from agent.config.loader import ConfigError
+    from agent.report.output import EXIT_UNKNOWN
     from agent.report.status import render_status, status_json
     from agent.state.store import read_state, state_path
 
@@ -174,6 +204,9 @@ def _prepare(
     args: argparse.Namespace,
 ) -> Union[int, Tuple[Config, Tuple[TargetConfig, ...], AgentState]]:
     """The config, the selected targets and the stored state; or the exit code."""
+    from agent.config.loader import ConfigError
+    from agent.report.output import EXIT_UNKNOWN
+
     try:
         config = _load(args)
         return config, _select(config, args.target), _stored_state(config)
@@ -253,6 +286,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
 
 def cmd_lease(args: argparse.Namespace) -> int:
+    from agent.config.loader import ConfigError
     from agent.kube.kubeconfig import KubeconfigError
     from agent.kube.lease import LeaseError
     from agent.restart.lease_holder import open_lease
@@ -284,6 +318,8 @@ def cmd_lease(args: argparse.Namespace) -> int:
 
 
 def _select(config: Config, name: Optional[str]) -> tuple[TargetConfig, ...]:
+    from agent.config.loader import ConfigError
+
     if name is None:
         return config.targets
     targets = tuple(t for t in config.targets if t.name == name)
@@ -335,17 +371,16 @@ def build_parser() -> argparse.ArgumentParser:
             "against it and print the result. Exits like `check`."
         ),
     )
-    # Bounded like a config's lifetime: beyond, the stand-in's dates overflow.
     demo.add_argument(
         "--expires-in",
-        type=argument(within(parse_signed_duration, -MAX_LIFETIME, MAX_LIFETIME)),
+        type=_expires_in,
         default="300d",
         metavar="DURATION",
         help='time left on the stand-in certificate (default "300d"; "-3d" = expired 3 days ago)',
     )
     demo.add_argument(
         "--lifetime",
-        type=argument(within(parse_duration, timedelta(seconds=1), MAX_LIFETIME)),
+        type=_lifetime,
         default="365d",
         metavar="DURATION",
         help='certificate lifetime (default "365d"; v1.33+ uses "1096d")',
@@ -384,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--target", metavar="NAME", help="only the target with this name")
     plan.add_argument(
         "--at",
-        type=argument(parse_utc_time),
+        type=_utc_time,
         metavar="TIME",
         help="decide as if it were TIME (RFC 3339, e.g. 2026-12-06T02:30:00+01:00); "
         "guards are not asked",

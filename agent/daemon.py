@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import select
 import signal
 import socket
@@ -20,20 +21,19 @@ import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from types import FrameType
-from typing import Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
 from agent import __version__
 from agent.check import ProbeFunction, run_check
-from agent.config.loader import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from agent.config import DEFAULT_CONFIG_PATH
+from agent.config.loader import ConfigError, load_config
 from agent.config.types import Config
-from agent.judge.decide import Reason, RestartDecision, decide
 from agent.model import ApiserverProcess, CheckReport, TargetReport
 from agent.observe.discover import ProcessFinder
 from agent.report.events import (
     PRIORITY_CRIT,
     PRIORITY_ERR,
     PRIORITY_INFO,
-    PRIORITY_NOTICE,
     PRIORITY_WARNING,
     Alerted,
     EventKind,
@@ -44,22 +44,24 @@ from agent.report.journal import Journal
 from agent.report.metrics import write_metrics
 from agent.report.notify import Notifier
 from agent.report.output import systemd_status
-from agent.restart.edges import RestartEdges
-from agent.restart.restarter import Restarter
+from agent.report.problems import Problems
+from agent.report.problems import describe as _says
+from agent.schedule import READY_GRACE, Schedule
+from agent.state.keeper import StateKeeper
 from agent.state.records import (
     AgentState,
     TargetState,
-    last_restart,
     learned_lifetime,
     process_record,
-    settle_future,
     target_state_from,
 )
-from agent.state.store import load_state, update_state
-from agent.timefmt import format_rfc3339
+
+if TYPE_CHECKING:
+    from agent.restart.cycle import RestartRound
 
 _CHECK_DONE = 0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+FIRST_CHECK_RUNNING = "first check running"
 # A check slower than its probes' deadlines plus this is hung.
 _HUNG_MARGIN = 60.0
 
@@ -88,6 +90,7 @@ class Daemon:
         clock: Callable[[], datetime] = _utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         hung_margin: float = _HUNG_MARGIN,
+        ready_grace: float = READY_GRACE,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -97,32 +100,26 @@ class Daemon:
         self.clock = clock
         self.monotonic = monotonic
         self.hung_margin = hung_margin
+        self.ready_grace = ready_grace
         self.finder = ProcessFinder()
         self.node = socket.gethostname()
-        # The last restart plan logged per target, so it is logged on change only.
-        self.planned: Dict[str, str] = {}
+        self.restart_round: Optional[RestartRound] = None
         self.recheck_soon = False
         self.ready = False
-        self.state = AgentState.empty()
+        self._announce_lock = threading.Lock()
+        self.keeper = StateKeeper(config.state_dir)
+        self.problems = Problems(journal, clock)
         self._wake_w = -1
         self._status = "starting"
-        self._last_problem: Dict[str, str] = {}
-        self._restarter: Optional[Restarter] = None
-        self.restarter()
 
     # --- journal -------------------------------------------------------------
 
     def log_plain(self, kind: EventKind, priority: int, message: str, **fields: object) -> None:
         send_event(self.journal, kind, priority, message, **fields)
 
-    def problem(self, key: str, message: str, priority: int = PRIORITY_ERR) -> None:
-        """Log a recurring I/O problem once, not once per interval."""
-        if self._last_problem.get(key) != message:
-            self._last_problem[key] = message
-            self.journal.send(message, priority, {})
-
-    def solved(self, key: str) -> None:
-        self._last_problem.pop(key, None)
+    @property
+    def state(self) -> AgentState:
+        return self.keeper.state
 
     # --- one check -----------------------------------------------------------
 
@@ -130,149 +127,133 @@ class Daemon:
         return learned_lifetime(self.state.targets.get(target), process_record(process))
 
     def check_cycle(self) -> str:
-        """Check every target, tell the journal what changed, save the state,
-        write the metrics; return the STATUS= text."""
+        """Check every target, tell the journal what changed, keep the state
+        (written when it changed), write the metrics; return the STATUS= text.
+
+        A failure while reporting or restarting one target is that target's
+        outcome: the others are still reported, restarted and written."""
         config = self.config
+        self._state_message(self.keeper.refresh(self.clock()))
         report = run_check(
             config.targets, config.thresholds, self.finder, self.probe, self.clock, self.learned
         )
         targets: Dict[str, TargetState] = {}
         for item in report.targets:
-            previous = self.state.targets.get(item.target.name)
-            alerted = Alerted(
-                previous.last_alert_state if previous else None,
-                previous.last_alert_at if previous else None,
-            )
-            events, alerted = target_events(
-                item,
-                previous.state if previous else None,
-                previous.probe_error if previous else None,
-                alerted,
-                report.checked_at,
-            )
-            for event in events:
-                event.send(self.journal)
-            targets[item.target.name] = replace(
-                target_state_from(item, previous, checked_at=report.checked_at),
-                last_alert_state=alerted.state,
-                last_alert_at=alerted.at,
-            )
-        self.state = replace(self.state, targets=targets)
-        try:
-            # Read-modify-write under a lock: the restart history on disk may
-            # have grown (the `restart` verb), and is kept as it is there.
-            moved: List[str] = []
-
-            def change(state: AgentState) -> AgentState:
-                settled, notes = settle_future(replace(state, targets=targets), report.checked_at)
-                moved[:] = notes
-                return settled
-
-            self.state, message = update_state(config.state_dir, change, report.checked_at)
-            if message:
-                self.journal.send(message, PRIORITY_ERR, {})
-            for note in moved:
-                self.journal.send(note, PRIORITY_WARNING, {})
-            self.solved("state")
-        except OSError as error:
-            self.problem("state", f"cannot save state in {config.state_dir}: {error}")
-        if config.metrics.textfile:
+            name = item.target.name
             try:
-                write_metrics(config.metrics.textfile, report)
-                self.solved("metrics")
-            except OSError as error:
-                self.problem(
-                    "metrics",
-                    f"cannot write metrics to {config.metrics.textfile}: {error}",
-                    PRIORITY_WARNING,
+                targets[name] = self.record(item, report.checked_at)
+                self.problems.solved(f"report {name}")
+            except Exception as error:
+                self.problems.report(
+                    f"report {name}", error, f"{name}: cannot report the check: {_says(error)}"
                 )
+                previous = self.state.targets.get(name)
+                if previous is not None:
+                    targets[name] = previous
+        self.save(targets, report.checked_at)
+        self.write_metrics(report)
         return systemd_status(report, self.restarts(report))
 
-    def announce(self, status: str) -> None:
+    def record(self, item: TargetReport, checked_at: datetime) -> TargetState:
+        """Log what changed for one target; return its new state."""
+        previous = self.state.targets.get(item.target.name)
+        alerted = Alerted(
+            previous.last_alert_state if previous else None,
+            previous.last_alert_at if previous else None,
+        )
+        events, alerted = target_events(
+            item,
+            previous.state if previous else None,
+            previous.probe_error if previous else None,
+            alerted,
+            checked_at,
+        )
+        for event in events:
+            event.send(self.journal)
+        return replace(
+            target_state_from(item, previous, checked_at=checked_at),
+            last_alert_state=alerted.state,
+            last_alert_at=alerted.at,
+        )
+
+    def save(self, targets: Dict[str, TargetState], now: datetime) -> None:
+        state_dir = self.config.state_dir
+        try:
+            message, notes = self.keeper.save(targets, now)
+            self._state_message(message)
+            for note in notes:
+                self.journal.send(note, PRIORITY_WARNING, {})
+            self.problems.solved("state", f"state saved in {state_dir} again")
+        except OSError as error:
+            self.problems.report(
+                "state", error, f"cannot save state in {state_dir}: {_says(error)}"
+            )
+
+    def _state_message(self, message: Optional[str]) -> None:
+        if message:
+            self.journal.send(message, PRIORITY_ERR, {})
+
+    def write_metrics(self, report: CheckReport) -> None:
+        textfile = self.config.metrics.textfile
+        if not textfile:
+            return
+        try:
+            write_metrics(textfile, report)
+            self.problems.solved("metrics", f"metrics written to {textfile} again")
+        except OSError as error:
+            # The error names a random temp file: the kind is what counts.
+            self.problems.report(
+                "metrics",
+                error,
+                f"cannot write metrics to {textfile}: {error.strerror or _says(error)}",
+                PRIORITY_WARNING,
+            )
+
+    def announce(self, status: str, early: bool = False) -> None:
         """READY=1 with the first status (once the first check is done, even if
-        a restart follows and takes minutes), STATUS= after that."""
-        if self.ready:
-            self.notifier.status(status)
-        else:
-            self.notifier.ready(status)
-            self.ready = True
+        a restart follows and takes minutes), STATUS= after that. `early`:
+        the first check is still running after the grace period; READY=1 now,
+        so a hung peer cannot exceed TimeoutStartSec."""
+        with self._announce_lock:
+            if not self.ready:
+                self.notifier.ready(status)
+                self.ready = True
+            elif not early:
+                self.notifier.status(status)
 
     def restarts(self, report: CheckReport) -> Dict[str, str]:
         """Decide for every target, restart at most one; return the restart
         part of STATUS= per target."""
-        policy = self.config.restart
-        texts: Dict[str, str] = {}
-        acted = False
-        restarter = self.restarter()
-        holding = restarter.keep_lease(report.targets, self.state)
-        now = self.clock()
-        decisions = [
-            decide(
-                item.assessment,
-                policy,
-                last_restart(self.state, item.target.name, now),
-                self.node,
-                now,
-            )
-            for item in report.targets
-        ]
-        # Say what we saw before acting: a restart can take ready_timeout.
-        self.announce(systemd_status(report, {d.target: d.status for d in decisions if d.status}))
-        for item, decision in zip(report.targets, decisions):
-            name = item.target.name
-            if decision.restart and not acted:
-                acted = True
-                outcome = restarter.run(item, decision)
-                texts[name] = outcome.status
-                self.planned.pop(name, None)
-                if outcome.acted:
-                    self.recheck_soon = True
-                continue
-            if decision.restart:
-                decision = replace(
-                    decision, restart=False, message="restart waits: one restart at a time"
-                )
-            texts[name] = decision.status
-            self.note_plan(item, decision)
-        if holding is not None:
-            for name in (t.target.name for t in report.targets if policy.applies_to(t.target.name)):
-                texts[name] = f"{texts[name]}; {holding}" if texts.get(name) else holding
+        if not self.config.restart.enabled:  # the default: no restart machinery loaded
+            return {}
+        from agent.restart.cycle import RestartRound
+
+        if self.restart_round is None:
+            self.restart_round = RestartRound(self.journal, self.problems, self.node)
+        texts, acted = self.restart_round.run(
+            report,
+            self.config,
+            self.state,
+            self.probe,
+            self.clock,
+            lambda restart: self.announce(systemd_status(report, restart)),
+        )
+        self.recheck_soon = self.recheck_soon or acted
         return texts
 
-    def restarter(self) -> Restarter:
-        """The restarter, kept while the config stays (made anew on reload,
-        when no check runs): it holds the lease after a failed restart and
-        watches other holders' leases."""
-        if self._restarter is None:
-            edges = RestartEdges(self.probe)
-            self._restarter = Restarter(self.config, self.journal, self.node, self.clock, edges)
-        return self._restarter
-
-    def note_plan(self, item: TargetReport, decision: RestartDecision) -> None:
-        """Log the restart plan when it changes, never once per interval."""
-        name = item.target.name
-        if self.planned.get(name) == decision.message:
-            return
-        self.planned[name] = decision.message
-        if not decision.status:  # disabled, not due: nothing to say
-            return
-        waiting = decision.reason in (Reason.UNKNOWN_EXPIRY, Reason.TOO_SOON)
-        opening = decision.next_opening
-        self.log_plain(
-            EventKind.RESTART_BLOCKED if waiting else EventKind.RESTART_PLANNED,
-            PRIORITY_WARNING if waiting else PRIORITY_NOTICE,
-            f"{name}: {decision.message}",
-            TARGET=name,
-            RESTART_REASON=decision.reason.value,
-            RESTART_AT=format_rfc3339(opening.start) if opening else None,
-        )
+    def _serve(self, requests: queue.SimpleQueue[List[str]]) -> None:
+        """The check thread: one for the daemon's life (a thread per check
+        costs more CPU than the rest of the daemon's own work)."""
+        while True:
+            self._worker(requests.get())
 
     def _worker(self, result: List[str]) -> None:
         try:
             result.append(self.check_cycle())
+            self.problems.solved("check", "checks work again")
         except Exception as error:  # the check's state turns unknown, the daemon lives
-            message = f"check failed: {type(error).__name__}: {error}"
-            self.journal.send(message, PRIORITY_ERR, {})
+            message = f"check failed: {_says(error)}"
+            self.problems.report("check", error, message)
             result.append(message)
         finally:
             with contextlib.suppress(OSError):
@@ -296,8 +277,6 @@ class Daemon:
         if config.state_dir != self.config.state_dir:
             self.load_state(config.state_dir)
         self.config = config
-        self._restarter = None
-        self.restarter()
         self.log_plain(
             EventKind.CONFIG_RELOADED,
             PRIORITY_INFO,
@@ -307,16 +286,19 @@ class Daemon:
         )
 
     def load_state(self, state_dir: str) -> None:
-        self.state, message = load_state(state_dir, self.clock())
-        if message:
-            self.journal.send(message, PRIORITY_ERR, {})
+        self.keeper = StateKeeper(state_dir)
+        self._state_message(self.keeper.load(self.clock()))
 
     # --- the loop --------------------------------------------------------------
 
     def _check_budget(self) -> float:
         """Seconds a check (and the one restart it may carry out) may take."""
-        checks = sum(t.timeout.total_seconds() for t in self.config.targets)
-        return checks + self.hung_margin + self.restarter().budget()
+        budget = sum(t.timeout.total_seconds() for t in self.config.targets) + self.hung_margin
+        if self.config.restart.enabled:  # the default loads no restart machinery
+            from agent.restart.restarter import Restarter
+
+            budget += Restarter.budget_for(self.config.restart)
+        return budget
 
     def run(self) -> int:
         wake_r, self._wake_w = os.pipe()
@@ -342,47 +324,35 @@ class Daemon:
             f"{', '.join(t.name for t in self.config.targets)} every {self.config.interval}",
             CONFIG_FILE=config_source(self.config),
         )
-        watchdog = self.notifier.watchdog_interval
-        now = self.monotonic()
-        next_check = now
-        next_ping = now
-        worker: Optional[threading.Thread] = None
+        schedule = Schedule(
+            self.config.interval.total_seconds(),
+            self._check_budget(),
+            self.notifier.watchdog_interval,
+            self.monotonic(),
+            self.ready_grace,
+        )
+        requests: queue.SimpleQueue[List[str]] = queue.SimpleQueue()
+        worker = threading.Thread(target=self._serve, args=(requests,), name="check", daemon=True)
+        worker.start()
         result: List[str] = []
-        started = 0.0
-        reload_pending = False
-        hung_reported = False
         while True:
-            now = self.monotonic()
-            if worker is None:
-                if reload_pending:
-                    reload_pending = False
-                    self.reload()
-                    self.notifier.ready(self._status)
-                    next_check = now
-                if now >= next_check:
-                    result = []
-                    worker = threading.Thread(
-                        target=self._worker, args=(result,), name="check", daemon=True
-                    )
-                    started = now
-                    worker.start()
-                    next_check = now + self.config.interval.total_seconds()
-            hung = worker is not None and now - started > self._check_budget()
-            if hung and not hung_reported:
-                hung_reported = True
-                message = f"check hung for {now - started:.0f}s; watchdog pings stopped"
+            tick = schedule.tick(self.monotonic())
+            if tick.reload:
+                self.reload()
+                self.notifier.ready(self._status)
+                schedule.configure(self.config.interval.total_seconds(), self._check_budget())
+            if tick.start_check:
+                result = []
+                requests.put(result)
+            if tick.ready:
+                self.announce(FIRST_CHECK_RUNNING, early=True)
+            if tick.hung_for is not None:
+                message = f"check hung for {tick.hung_for:.0f}s; watchdog pings stopped"
                 self.journal.send(message, PRIORITY_CRIT, {})
                 self.notifier.status(message)
-            if watchdog is not None and not hung and now >= next_ping:
+            if tick.ping:
                 self.notifier.watchdog()
-                next_ping = now + watchdog
-            waits = []
-            if worker is None:
-                waits.append(next_check - now)
-            if watchdog is not None and not hung:
-                waits.append(next_ping - now)
-            timeout = max(0.0, min(waits)) if waits else None
-            readable, _, _ = select.select([wake_r], [], [], timeout)
+            readable, _, _ = select.select([wake_r], [], [], tick.wait)
             if not readable:
                 continue
             try:
@@ -394,15 +364,12 @@ class Daemon:
                 self.log_plain(EventKind.AGENT_STOPPING, PRIORITY_INFO, "stopping on signal")
                 return 0
             if signal.SIGHUP in wakes:
-                reload_pending = True
-            if _CHECK_DONE in wakes and worker is not None:
-                # The byte is the worker's last act; it may not have exited
-                # yet, so wait for it rather than ask is_alive() (a race).
-                worker.join()
-                worker = None
-                hung_reported = False
+                schedule.request_reload()
+            if _CHECK_DONE in wakes:
+                # The byte is the worker's last act for this check: `result`
+                # is complete, and the next check starts only after this.
                 self._status = result[0] if result else "check failed"
-                if self.recheck_soon:  # show the restarted apiserver's new certificate
-                    self.recheck_soon = False
-                    next_check = min(next_check, now + 5.0)
+                schedule.check_done(self.monotonic(), self.recheck_soon)
+                self.recheck_soon = False
                 self.announce(self._status)
+                schedule.ready_sent()

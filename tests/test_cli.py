@@ -293,3 +293,44 @@ def test_out_of_range_arguments_are_clean_errors(
     assert result.returncode == code, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+LOADED = (
+    "import sys, contextlib, io\n"
+    "from agent.cli import main\n"
+    "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+    "    try:\n"
+    "        main(sys.argv[1:])\n"
+    "    except SystemExit:\n"
+    "        pass\n"
+    "print(' '.join(sorted(sys.modules)))\n"
+)
+
+
+def modules_loaded_by(*argv: str) -> List[str]:
+    """The modules a fresh interpreter has loaded after running the CLI with argv."""
+    result = subprocess.run(
+        [sys.executable, "-c", LOADED, *argv], capture_output=True, text=True, check=True
+    )
+    return result.stdout.split()
+
+
+def test_help_loads_neither_psutil_nor_the_config_machinery() -> None:
+    for argv in (["--help"], ["check", "--help"], ["--version"]):
+        loaded = modules_loaded_by(*argv)
+        heavy = [
+            m
+            for m in loaded
+            if m.split(".")[0] in ("psutil", "cryptography", "ssl", "tomllib", "dataclasses")
+            or m.startswith(("agent.config.", "agent.observe", "agent.report", "agent.judge"))
+        ]
+        assert heavy == [], (argv, heavy)
+
+
+def test_check_loads_no_restart_window_or_logging_machinery(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[[targets]]\nname = "api"\nprocess_name = ""\nport = 1\ntimeout = "1s"\n')
+    loaded = modules_loaded_by("check", "--config", str(config))
+    assert "agent.check" in loaded  # it did check
+    unwanted = {"agent.judge.window", "zoneinfo", "logging", "difflib", "agent.restart.restarter"}
+    assert unwanted.isdisjoint(loaded), unwanted.intersection(loaded)

@@ -8,12 +8,12 @@ errors, so a typo can never silently switch something off.
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from dataclasses import replace
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
+from agent.config import DEFAULT_CONFIG_PATH as DEFAULT_CONFIG_PATH
 from agent.config.durations import format_duration
 from agent.config.schema import TOP, Table, children_of, table_named
 from agent.config.trust import trust_problems
@@ -27,14 +27,14 @@ from agent.config.types import (
     Thresholds,
 )
 from agent.config.values import KINDS
-from agent.judge.window import MaintenanceWindow, WindowError, parse_window
+
+if TYPE_CHECKING:
+    from agent.judge.window import MaintenanceWindow
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python < 3.11 only
     import tomli as tomllib
-
-DEFAULT_CONFIG_PATH = "/etc/kube-loopback-guard/config.toml"
 
 
 class ConfigError(Exception):
@@ -45,8 +45,14 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+def _printable(text: str) -> str:
+    """Given text from the file, return it with every unprintable character
+    escaped as Python would ("\\n", "\\x00"), so one problem stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _show(value: Any) -> str:
-    text = repr(value) if not isinstance(value, str) else '"' + value + '"'
+    text = repr(value) if not isinstance(value, str) else '"' + _printable(value) + '"'
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -58,7 +64,7 @@ class _Collector:
         self.problems: List[str] = []
 
     def add(self, key: str, message: str, value: Any = None, *, show_value: bool = True) -> None:
-        where = f"{self.path}: {key}" if key else self.path
+        where = f"{self.path}: {_printable(key)}" if key else self.path
         suffix = f" (got {_show(value)})" if show_value else ""
         self.problems.append(f"{where}: {message}{suffix}")
 
@@ -71,6 +77,8 @@ class _Collector:
             if key in children:
                 continue
             if key not in known:
+                import difflib  # only for a typo: not on every start
+
                 close = difflib.get_close_matches(key, [*known, *children], n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 self.add(prefix + key, "unknown key" + hint, show_value=False)
@@ -135,6 +143,9 @@ def _windows(errors: _Collector, raw: Dict[str, Any]) -> List[MaintenanceWindow]
     table = table_named("restart.windows")
     windows: List[MaintenanceWindow] = []
     for index, entry in enumerate(errors.entries(raw, table, "restart.")):
+        # Imported here: a config without windows (every `check`) needs no zoneinfo.
+        from agent.judge.window import WindowError, parse_window
+
         prefix = f"restart.windows[{index}]."
         values = errors.table(table, entry, prefix)
         if any(values[key] is None for key in ("days", "start", "end", "timezone")):

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
-from agent.judge.window import MaintenanceWindow
+if TYPE_CHECKING:  # `check` needs no window machinery (zoneinfo) to load a config
+    from agent.judge.window import MaintenanceWindow
 
 
 class RestartMethod(str, Enum):

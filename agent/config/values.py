@@ -10,7 +10,6 @@ import ipaddress
 import re
 from datetime import timedelta
 from typing import Any, Callable, Dict, Optional, Tuple
-from urllib.parse import urlsplit
 
 from agent.config.durations import parse_duration
 from agent.config.types import RestartMethod
@@ -151,6 +150,8 @@ def days(value: Any) -> Tuple[str, ...]:
 
 
 def peer_urls(value: Any) -> Tuple[str, ...]:
+    from urllib.parse import urlsplit  # only configs that name peers need it
+
     items = _string_list(value)
     for item in items:
         parts = urlsplit(item)

@@ -84,7 +84,7 @@ class KubeApiClient:
             raise KubeApiError(f"{server}: {exc}") from None
         try:
             document = json.loads(response.body.decode("utf-8"))
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested beyond the parser's stack
             document = {"message": response.body[:200].decode("utf-8", "replace")}
         if not isinstance(document, dict):
             document = {}

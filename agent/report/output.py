@@ -6,7 +6,6 @@ one status line with perfdata, then one detail line per target.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any, Dict, Mapping, Optional
 
@@ -149,6 +148,8 @@ def report_json(report: CheckReport) -> Dict[str, Any]:
 
 
 def render_json(report: CheckReport) -> str:
+    import json
+
     return json.dumps(report_json(report), indent=2) + "\n"
 
 

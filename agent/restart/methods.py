@@ -260,7 +260,7 @@ def _running_container(container_id: str, name: str, text: str) -> Optional[_Con
     if the output is not a JSON object."""
     try:
         document: Any = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ValueError("output is not JSON") from None
     if not isinstance(document, dict):
         raise ValueError("output is not a JSON object")

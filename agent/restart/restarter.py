@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Callable, Dict, Optional, Tuple
 
 from agent.check import resolve_endpoint
-from agent.config.types import Config
+from agent.config.types import Config, RestartConfig
 from agent.judge.decide import GuardResults, Reason, RestartDecision, apply_guards, decide
 from agent.kube.api import printable
 from agent.kube.kubeconfig import KubeconfigError
@@ -99,10 +99,14 @@ class Restarter:
         )
 
     def budget(self) -> float:
-        """Seconds one restart may take at most: the peers' /readyz, the
-        blocking command, pre_hook, method and post_hook, verification, and
-        the Lease calls (each reads, then writes)."""
-        policy = self.policy
+        """Seconds one restart may take at most (see budget_for)."""
+        return self.budget_for(self.policy)
+
+    @staticmethod
+    def budget_for(policy: RestartConfig) -> float:
+        """Given a restart policy, return the seconds one restart may take at
+        most: the peers' /readyz, the blocking command, pre_hook, method and
+        post_hook, verification, and the Lease calls (each reads, then writes)."""
         if not policy.enabled:
             return 0.0
         command = policy.command_timeout.total_seconds()
