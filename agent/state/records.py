@@ -100,6 +100,13 @@ class RestartRecord:
     new_not_after: Optional[datetime]
     detail: str
 
+    def __post_init__(self) -> None:
+        # The words are the enums' values: a record spelled with them (as the
+        # state file does) is the same record.
+        object.__setattr__(self, "phase", RestartPhase(self.phase))
+        if self.outcome is not None:
+            object.__setattr__(self, "outcome", RestartResult(self.outcome))
+
 
 @dataclass(frozen=True)
 class AgentState:
