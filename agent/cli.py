@@ -86,7 +86,7 @@ def _config_error(error: ConfigError, code: int) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from agent.check import run_check
+    from agent.check import only_target, run_check
     from agent.config.loader import ConfigError
     from agent.observe.discover import ProcessFinder
     from agent.observe.probe import probe
@@ -101,7 +101,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         targets = _select(config, args.target)
     except ConfigError as error:
         return _config_error(error, EXIT_UNKNOWN)
-    report = run_check(targets, config.thresholds, ProcessFinder(), probe, _now)
+    report = only_target(
+        run_check(targets, config.thresholds, ProcessFinder(), probe, _now), args.target
+    )
     sys.stdout.write(render_json(report) if args.json else render_text(report))
     return plugin_exit(report)
 
@@ -220,7 +222,7 @@ def _prepare(
 def cmd_plan(args: argparse.Namespace) -> int:
     import json
 
-    from agent.check import run_check
+    from agent.check import only_target, run_check
     from agent.observe.discover import ProcessFinder
     from agent.observe.probe import probe
     from agent.report.journal import open_journal
@@ -236,7 +238,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     at: datetime = args.at or checked_at
     # The certificate is read now; its state, the days left and the decision
     # are judged at `at`.
-    report = run_check(targets, config.thresholds, ProcessFinder(), probe, lambda: at)
+    report = only_target(
+        run_check(targets, config.thresholds, ProcessFinder(), probe, lambda: at), args.target
+    )
     node = node_name()
     ask = None
     if args.at is None:
@@ -254,7 +258,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_restart(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from agent.check import run_check
+    from agent.check import only_target, run_check
     from agent.observe.discover import ProcessFinder
     from agent.observe.probe import probe
     from agent.report.journal import open_journal
@@ -268,7 +272,9 @@ def cmd_restart(args: argparse.Namespace) -> int:
     config, targets, state = prepared
     if args.dry_run:
         config = replace(config, restart=replace(config.restart, dry_run=True))
-    report = run_check(targets, config.thresholds, ProcessFinder(), probe, _now)
+    report = only_target(
+        run_check(targets, config.thresholds, ProcessFinder(), probe, _now), args.target
+    )
     node = node_name()
     restarter = Restarter(config, open_journal(), node, _now, RestartEdges(probe))
     for plan in make_plans(report, config, state, node, _now()):
@@ -323,6 +329,10 @@ def _select(config: Config, name: Optional[str]) -> tuple[TargetConfig, ...]:
     if name is None:
         return config.targets
     targets = tuple(t for t in config.targets if t.name == name)
+    if not targets:
+        # A discovered apiserver's name is known only after discovery: keep
+        # the targets standing for all, and only_target picks it from the report.
+        targets = tuple(t for t in config.targets if t.discovers_all)
     if not targets:
         names = ", ".join(t.name for t in config.targets)
         raise ConfigError([f"--target: no target named {name!r} (configured: {names})"])

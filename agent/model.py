@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from typing import List, Literal, Optional, Tuple
+from typing import List, Literal, Optional, Protocol, Tuple
 
 from agent.config.types import TargetConfig, Thresholds
 
@@ -38,15 +38,56 @@ EARLIEST_CERT_TIME = datetime(1950, 1, 1, tzinfo=timezone.utc)
 DEFAULT_SECURE_PORT = 6443
 
 
+# psutil derives a start time from the kernel's boot time, which Linux
+# recomputes from the wall clock on every read (psutil >= 7 on every
+# create_time() call), so the same process can appear to have started a
+# second earlier or later (psutil #2526, #2541); the boot time is whole
+# seconds, so two readings can differ by up to two. A PID reused within two
+# seconds of the same start time is not a realistic risk.
+SAME_START_TOLERANCE = timedelta(seconds=2)
+
+
+class ProcessIdentity(Protocol):
+    """Anything that names one process: a PID and when it started."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def started_at(self) -> datetime: ...
+
+
+def same_process(a: Optional[ProcessIdentity], b: Optional[ProcessIdentity]) -> bool:
+    """Given two process identities, return whether they are the same process:
+    same PID, start times within SAME_START_TOLERANCE. None matches nothing.
+
+    The one definition discovery, restart verification, the PID-checked
+    SIGTERM and the state records use.
+    """
+    if a is None or b is None:
+        return False
+    return a.pid == b.pid and abs(a.started_at - b.started_at) <= SAME_START_TOLERANCE
+
+
 @dataclass(frozen=True)
 class ApiserverProcess:
-    """A running apiserver process as seen in /proc."""
+    """A running apiserver process as seen in /proc.
+
+    `kind` is its shape (`agent.observe.shapes`; "" when it was found by
+    name only), `hosts` the addresses to probe it at, in order (empty: from
+    the target), `unreachable` why the host cannot reach it (an apiserver
+    listening only on its own pod's loopback), `label` its stable target name.
+    """
 
     pid: int
     name: str
     started_at: datetime
     secure_port: Optional[int]
     bind_address: Optional[str]
+    kind: str = ""
+    hosts: Tuple[str, ...] = ()
+    unreachable: Optional[str] = None
+    label: str = ""
 
 
 @dataclass(frozen=True)

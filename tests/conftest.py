@@ -96,8 +96,10 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
         # Popen can return (vfork) before the kernel has renamed the child;
         # wait, bounded, until /proc shows the new name.
         comm = Path(f"/proc/{child.pid}/comm")
+        cmdline = Path(f"/proc/{child.pid}/cmdline")
         for _ in range(200):
-            if comm.read_text().strip() == name[:15]:
+            # The kernel renames the process before its new argv is readable.
+            if comm.read_text().strip() == name[:15] and cmdline.read_bytes():
                 break
             time.sleep(0.01)
         return child

@@ -160,7 +160,7 @@ def _windows(errors: _Collector, raw: Dict[str, Any]) -> List[MaintenanceWindow]
 
 
 def _restart(
-    errors: _Collector, raw: Dict[str, Any], target_names: List[str]
+    errors: _Collector, raw: Dict[str, Any], target_names: List[str], discovering: bool
 ) -> Optional[RestartConfig]:
     table = table_named("restart")
     section = errors.section(raw, table, "") or {}
@@ -176,7 +176,8 @@ def _restart(
     if None in values.values():
         return None
     for name in values["targets"]:
-        if name not in target_names:
+        # Discovered apiservers are named only at check time ("k3s", "ns/pod").
+        if name not in target_names and not discovering:
             errors.add("restart.targets", f"names no configured target {name!r}", name)
     if values["method"] is RestartMethod.COMMAND and not values["command"]:
         errors.add("restart.command", 'is required when method = "command"', show_value=False)
@@ -192,6 +193,12 @@ def _restart(
             show_value=False,
         )
     return RestartConfig(**values, windows=tuple(windows), lease=lease)
+
+
+def _discovers_all(values: Dict[str, Any]) -> bool:
+    """Given one target's validated values (None where invalid), return
+    whether it stands for every apiserver."""
+    return TargetConfig(**values).discovers_all
 
 
 def build_config(raw: Dict[str, Any], path: str) -> Config:
@@ -221,7 +228,8 @@ def build_config(raw: Dict[str, Any], path: str) -> Config:
             written.get("critical", "14d"),
         )
     targets = _targets(errors, raw)
-    restart = _restart(errors, raw, [t["name"] for t in targets if t["name"]])
+    names = [t["name"] for t in targets if t["name"]]
+    restart = _restart(errors, raw, names, any(_discovers_all(t) for t in targets))
     critical = thresholds["critical"]
     if restart is not None and critical is not None and restart.before_expiry <= critical:
         section = raw.get("restart", {})

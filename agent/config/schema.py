@@ -88,8 +88,9 @@ THRESHOLDS = Table(
 TARGETS = Table(
     name="targets",
     description=(
-        "One [[targets]] table per apiserver to watch. Without any, one target\n"
-        'named "kube-apiserver" with the defaults below is watched.'
+        "One [[targets]] table per apiserver to watch. Without any, the default\n"
+        'target below (kind "auto", nothing pinned) stands for every apiserver\n'
+        'found on the node, of every shape (README, "Distributions").'
     ),
     array=True,
     default_entries=1,
@@ -105,6 +106,22 @@ TARGETS = Table(
             "string",
             "kube-apiserver",
             "Process to find (/proc/PID/comm or argv[0]); empty = do not look for one.",
+        ),
+        Option(
+            "kind",
+            "target-kind",
+            "auto",
+            'The apiserver\'s shape: "auto" (recognised from the process; with no\n'
+            'process_name, host or port set, every apiserver on the node), "kubeadm"\n'
+            '(also RKE2 and binary installs), "k3s", "microk8s", "k0s", "openshift",\n'
+            '"aggregated" or "pod" (an apiserver in another network namespace).',
+        ),
+        Option(
+            "aggregated",
+            "process-names",
+            ("openshift-apiserver",),
+            "Process names of aggregated apiservers (built on k8s.io/apiserver, each\n"
+            "with its own loopback certificate) that auto discovery watches too.",
         ),
         Option(
             "host",
@@ -172,7 +189,11 @@ RESTART = Table(
             "restart-method",
             "systemd",
             'How to restart: "systemd" (restart `unit`), "static-pod" (crictl stop the\n'
-            'container, or SIGTERM the process; kubelet starts a new one) or "command".',
+            'container, or SIGTERM the process; kubelet starts a new one), "command",\n'
+            '"signal" (SIGTERM the verified PID, for supervisors that respawn it, as\n'
+            'k0s does) or "auto" (the shape\'s way: k3s → unit k3s, MicroK8s → unit\n'
+            "snap.microk8s.daemon-kubelite, k0s → signal, kubeadm/RKE2/OpenShift →\n"
+            'static-pod; an apiserver in a pod is never restarted: "not-restartable").',
         ),
         Option("unit", "string", "kube-apiserver.service", "The unit, for method systemd."),
         Option(

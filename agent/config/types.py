@@ -21,6 +21,8 @@ class RestartMethod(str, Enum):
     SYSTEMD = "systemd"
     STATIC_POD = "static-pod"
     COMMAND = "command"
+    SIGNAL = "signal"  # SIGTERM to the verified PID (k0s's supervisor respawns it)
+    AUTO = "auto"  # each target kind's own way
 
     def __str__(self) -> str:
         return self.value
@@ -37,6 +39,15 @@ class MetricsConfig:
     textfile: str  # "" = off
 
 
+# Aggregated apiservers (built on k8s.io/apiserver, each with its own
+# loopback certificate) that auto discovery recognises by process name.
+DEFAULT_AGGREGATED: Tuple[str, ...] = ("openshift-apiserver",)
+# The default target's values: with nothing else pinned, kind "auto" means
+# every apiserver on the node (agent.check.expand).
+DEFAULT_TARGET_NAME = "kube-apiserver"
+DEFAULT_PROCESS_NAME = "kube-apiserver"
+
+
 @dataclass(frozen=True)
 class TargetConfig:
     name: str
@@ -46,6 +57,20 @@ class TargetConfig:
     server_name: str
     timeout: timedelta
     lifetime: Optional[timedelta]  # None = "auto"
+    # "auto" or a shape of agent.observe.shapes.KINDS.
+    kind: str = "auto"
+    aggregated: Tuple[str, ...] = DEFAULT_AGGREGATED
+
+    @property
+    def discovers_all(self) -> bool:
+        """Whether this target stands for every apiserver on the node: kind
+        "auto" with no process name, host or port of its own."""
+        return (
+            self.kind == "auto"
+            and self.process_name == DEFAULT_PROCESS_NAME
+            and not self.host
+            and not self.port
+        )
 
 
 @dataclass(frozen=True)

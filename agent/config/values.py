@@ -201,5 +201,9 @@ KINDS: Dict[str, Callable[[Any], Any]] = {
     "restart-method": lambda value: RestartMethod(
         _choice(*(m.value for m in RestartMethod))(value)
     ),
+    "target-kind": _choice(
+        "auto", "kubeadm", "k3s", "microk8s", "k0s", "openshift", "aggregated", "pod"
+    ),
+    "process-names": target_names,
     "when-expired": _choice("immediately", "window"),
 }

@@ -143,7 +143,8 @@ def _from_process_start(
     seconds_left = (not_after - now).total_seconds()
     # A blind probe must never look healthy: the operator has to fix it.
     state = _at_least(state_for(seconds_left, thresholds), State.WARNING)
-    failure = _probe_failure(facts) or "no probe made"
+    # Without a probe, discovery says why (a pod listening on its own loopback only).
+    failure = _probe_failure(facts) or facts.discovery_error or "no probe made"
     summary = f"{failure}; estimated from process start: loopback certificate " + _expiry_phrase(
         not_after, seconds_left
     )

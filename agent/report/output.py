@@ -52,10 +52,48 @@ def perfdata(report: CheckReport) -> str:
     return " ".join(fields)
 
 
+# Beyond this many targets, STATUS= and the plugin's status line count
+# states and name only the targets that are not OK (a node hosting fifty
+# tenant apiservers must not print fifty phrases on one line).
+SUMMARY_ABOVE = 3
+# How many not-OK targets a summary names before "and N more".
+_SUMMARY_NAMES = 5
+
+
+def many_summary(report: CheckReport) -> str:
+    """Given a report, return "52 apiservers: 51 OK, 1 WARNING (tenant-a/x, 41 d)":
+    counts per state, worst first, naming the targets that are not OK."""
+    counts: Dict[State, int] = {}
+    for item in report.targets:
+        counts[item.assessment.state] = counts.get(item.assessment.state, 0) + 1
+    ranked = sorted(counts, key=lambda s: -s.severity)
+    parts = []
+    for state in ranked:
+        part = f"{counts[state]} {state.name}"
+        if state is not State.OK:
+            items = [t for t in report.targets if t.assessment.state is state]
+            named = [_short(t) for t in items[:_SUMMARY_NAMES]]
+            more = len(items) - len(named)
+            part += " (" + "; ".join(named) + (f"; and {more} more" if more else "") + ")"
+        parts.append(part)
+    return f"{len(report.targets)} apiservers: " + ", ".join(parts)
+
+
+def _short(item: TargetReport) -> str:
+    """Given a target, return "name, 41 d" (or "name, reason" without a date)."""
+    left = item.assessment.seconds_left
+    name = one_line(item.target.name)
+    if left is None:
+        return f"{name}, {one_line(item.assessment.error or item.assessment.summary)}"
+    return f"{name}, {max(0, int(left // 86400))} d"
+
+
 def status_line(report: CheckReport) -> str:
     """Return `KUBE-LOOPBACK-GUARD <STATE> - <summary> | <perfdata>`."""
     ranked = sorted(report.targets, key=lambda t: -t.assessment.state.severity)
     summary = "; ".join(f"{t.target.name}: {one_line(t.assessment.summary, None)}" for t in ranked)
+    if len(report.targets) > SUMMARY_ABOVE:
+        summary = many_summary(report)
     if not summary:
         summary = "no targets"
     return f"KUBE-LOOPBACK-GUARD {report.state.name} - {summary} | {perfdata(report)}"
@@ -111,6 +149,7 @@ def target_json(item: TargetReport) -> Dict[str, Any]:
     process = item.facts.process
     return {
         "name": item.target.name,
+        "kind": item.target.kind,
         "state": a.state.value,
         "source": a.source.value,
         "summary": a.summary,
@@ -179,6 +218,9 @@ def systemd_status(report: CheckReport, restart: Optional[Mapping[str, str]] = N
     """The STATUS= line: every target's phrase, the worst first, each with the
     restart part when there is one ("…, restart planned Sun 02:00 Europe/Berlin")."""
     restart = restart or {}
+    if len(report.targets) > SUMMARY_ABOVE:
+        plans = [f"{name}: {text}" for name, text in sorted(restart.items()) if text]
+        return "; ".join([many_summary(report), *plans[:_SUMMARY_NAMES]])
     ranked = sorted(report.targets, key=lambda t: -t.assessment.state.severity)
     phrases = []
     for item in ranked:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence, Tuple
 
 from agent.check import ProbeFunction
 from agent.config.types import RestartConfig, RestartMethod
@@ -21,16 +21,19 @@ from agent.model import ApiserverProcess
 from agent.observe.discover import ProcessFinder
 from agent.restart.lease_holder import open_lease
 from agent.restart.methods import (
+    NOT_RESTARTABLE,
     MethodResult,
     kubelet_problem,
     restart_command,
+    restart_signal,
     restart_static_pod,
     restart_systemd,
+    shape_method,
 )
 from agent.restart.runner import HookResult, run_hook
 from agent.restart.verify import ReadyzResult, peer_address, readyz, readyz_url
 
-__all__ = ["RestartEdges", "find_serving", "peer_readyz", "run_method"]
+__all__ = ["RestartEdges", "effective_method", "find_serving", "peer_readyz", "run_method"]
 
 
 def find_serving(process_name: str, port: int) -> Optional[ApiserverProcess]:
@@ -83,17 +86,35 @@ def peer_readyz(url: str, timeout: float, ca_file: str, kubeconfig: str) -> Read
     return result
 
 
+def effective_method(policy: RestartConfig, kind: str) -> Tuple[str, str]:
+    """Given the restart policy and the target's kind, return the method and
+    unit this target is restarted by (method "auto" takes the shape's way)."""
+    return shape_method(policy.method.value, policy.unit, kind)
+
+
 def run_method(
-    policy: RestartConfig, process: Optional[ApiserverProcess], env: Mapping[str, str]
+    policy: RestartConfig,
+    process: Optional[ApiserverProcess],
+    env: Mapping[str, str],
+    kind: str = "",
 ) -> MethodResult:
-    """Given the restart policy, the apiserver process and the hook
-    environment, restart it by the configured method."""
+    """Given the restart policy, the apiserver process, the hook environment
+    and the target's kind, restart it by its method."""
     timeout = policy.command_timeout.total_seconds()
-    if policy.method is RestartMethod.SYSTEMD:
-        return restart_systemd(policy.unit, timeout)
-    if policy.method is RestartMethod.STATIC_POD:
+    method, unit = effective_method(policy, kind)
+    if method == NOT_RESTARTABLE:
+        return MethodResult(
+            False,
+            f"{NOT_RESTARTABLE}: the apiserver runs in a pod's own network namespace "
+            "(a hosted control plane); its management cluster restarts it",
+        )
+    if method == RestartMethod.SYSTEMD:
+        return restart_systemd(unit, timeout)
+    if method in (RestartMethod.STATIC_POD, RestartMethod.SIGNAL):
         if process is None:
-            return MethodResult(False, "static-pod restart needs the apiserver process")
+            return MethodResult(False, f"{method} restart needs the apiserver process")
+        if method == RestartMethod.SIGNAL:
+            return restart_signal(process)
         return restart_static_pod(
             process, timeout, runtime_endpoint=policy.runtime_endpoint or None
         )
@@ -110,7 +131,7 @@ class RestartEdges:
     peer_readyz: Callable[[str, float, str, str], ReadyzResult] = peer_readyz
     hook: Callable[[Sequence[str], Mapping[str, str], float], HookResult] = run_hook
     method: Callable[
-        [RestartConfig, Optional[ApiserverProcess], Mapping[str, str]], MethodResult
+        [RestartConfig, Optional[ApiserverProcess], Mapping[str, str], str], MethodResult
     ] = run_method
     kubelet_problem: Callable[[], Optional[str]] = kubelet_problem
     open_lease: Callable[[RestartConfig, str, Callable[[], float]], Optional[Lease]] = open_lease

@@ -13,7 +13,7 @@ from agent.config.types import RestartConfig, RestartMethod
 from agent.judge.decide import GuardResults
 from agent.report.events import PRIORITY_NOTICE
 from agent.report.journal import Journal
-from agent.restart.edges import RestartEdges
+from agent.restart.edges import RestartEdges, effective_method
 
 __all__ = ["CALL_TIMEOUT", "Guards"]
 
@@ -30,16 +30,16 @@ class Guards:
         self.journal = journal
         self._unreadable_peers: Set[str] = set()
 
-    def ask(self, env: Dict[str, str]) -> GuardResults:
-        """Given the hook environment, return what the guards found, the
-        first objection only."""
+    def ask(self, env: Dict[str, str], kind: str = "") -> GuardResults:
+        """Given the hook environment and the target's kind, return what the
+        guards found, the first objection only."""
         peer = self.peer_problem()
         if peer is not None:
             return GuardResults(peer_problem=peer)
         command = self.command_problem(env)
         if command is not None:
             return GuardResults(command_problem=command)
-        if self.policy.method is RestartMethod.STATIC_POD:
+        if effective_method(self.policy, kind)[0] == RestartMethod.STATIC_POD:
             return GuardResults(kubelet_problem=self.edges.kubelet_problem())
         return GuardResults()
 

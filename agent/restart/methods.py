@@ -13,13 +13,13 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import psutil
 
-from agent.model import ApiserverProcess
+from agent.model import ApiserverProcess, same_process
 from agent.report.output import rfc3339
 from agent.restart.runner import run_command, run_hook
 
@@ -27,8 +27,10 @@ __all__ = [
     "MethodResult",
     "kubelet_problem",
     "restart_command",
+    "restart_signal",
     "restart_static_pod",
     "restart_systemd",
+    "shape_method",
 ]
 
 # crictl inspect prints the whole OCI runtime spec; it must be read whole.
@@ -114,6 +116,43 @@ def kubelet_problem() -> Optional[str]:
     return "kubelet is not running: a stopped apiserver would not be started again"
 
 
+# method "auto": each shape's own way (README, "Distributions"). k3s and
+# MicroK8s embed the apiserver in one service; k0s's supervisor respawns a
+# SIGTERMed kube-apiserver; kubelet starts a static pod's container again.
+_SHAPE_METHODS: Mapping[str, Tuple[str, str]] = {
+    "k3s": ("systemd", "k3s"),
+    "microk8s": ("systemd", "snap.microk8s.daemon-kubelite"),
+    "k0s": ("signal", ""),
+    "kubeadm": ("static-pod", ""),
+    "openshift": ("static-pod", ""),
+    "aggregated": ("static-pod", ""),
+}
+NOT_RESTARTABLE = "not-restartable"
+
+
+def shape_method(method: str, unit: str, kind: str) -> Tuple[str, str]:
+    """Given the configured method and unit and the target's kind, return the
+    method and unit to use.
+
+    An apiserver in another network namespace (kind "pod", a hosted control
+    plane) is never restarted from the node, whatever the method: its
+    management cluster rolls it out. Method "auto" takes the shape's way; a
+    process found by name only (kind "") falls back to the configured unit.
+    """
+    if kind == "pod":
+        return NOT_RESTARTABLE, ""
+    if method != "auto":
+        return method, unit
+    return _SHAPE_METHODS.get(kind, ("systemd", unit))
+
+
+def restart_signal(process: ApiserverProcess) -> MethodResult:
+    """Given the running apiserver, send it SIGTERM if its PID is still that
+    process (start time and name); for supervisors that respawn it, as k0s
+    does. Return how it went."""
+    return _terminate(process)
+
+
 def _terminate(process: ApiserverProcess) -> MethodResult:
     """Given the apiserver process, send it SIGTERM if its PID still is that process."""
     pid = process.pid
@@ -163,7 +202,7 @@ def _identity_problem(process: ApiserverProcess) -> Optional[str]:
         return f"PID {pid} is gone"
     except psutil.AccessDenied:
         return f"not permitted to read PID {pid}"
-    if started != process.started_at:
+    if not same_process(replace(process, started_at=started), process):
         return (
             f"PID {pid} is another process now (started {rfc3339(started)}, "
             f"not {rfc3339(process.started_at)})"

@@ -68,6 +68,8 @@ def _policy_lines(policy: RestartConfig) -> List[str]:
             "static-pod (crictl stop the container, else SIGTERM; kubelet starts it)"
         ),
         RestartMethod.COMMAND: "command " + " ".join(policy.command),
+        RestartMethod.SIGNAL: "signal (SIGTERM to the verified PID; its supervisor respawns it)",
+        RestartMethod.AUTO: "auto (each apiserver's own way, by its kind)",
     }[policy.method]
     lines = [
         f"restart: {method}{' [DRY RUN]' if policy.dry_run else ''}; "

@@ -121,15 +121,15 @@ class Restarter:
 
     # --- guards ----------------------------------------------------------------
 
-    def guards(self, env: Dict[str, str]) -> GuardResults:
+    def guards(self, env: Dict[str, str], kind: str = "") -> GuardResults:
         """Peers, the blocking command and, for static pods, the kubelet (the
         lease is taken separately)."""
-        return self._guards.ask(env)
+        return self._guards.ask(env, kind)
 
     def read_only_guards(self, report: TargetReport) -> GuardResults:
         """The guards as `plan` asks them: peers, the blocking command, the
         kubelet and who holds the lease, without taking it."""
-        found = self.guards(self._env(report))
+        found = self.guards(self._env(report), report.target.kind)
         try:
             lease = self.lease_holder()
         except (LeaseError, KubeconfigError, OSError) as error:
@@ -290,7 +290,7 @@ class Restarter:
 
         lease: Optional[LeaseHolder] = None
         try:
-            final, lease = self._take_lease_and_ask(decision, env)
+            final, lease = self._take_lease_and_ask(decision, env, report.target.kind)
             if not final.restart:
                 return self._finish(
                     report, intent, final, RestartResult.BLOCKED, final.message, lease, fields
@@ -319,7 +319,7 @@ class Restarter:
             **fields,
         )
         began = self.clock()
-        result = self.edges.method(self.policy, report.facts.process, env)
+        result = self.edges.method(self.policy, report.facts.process, env, report.target.kind)
         if not result.ok:
             verification: Optional[Verification] = None
             message = f"restart failed: {result.detail}"
@@ -334,7 +334,7 @@ class Restarter:
         )
 
     def _take_lease_and_ask(
-        self, decision: RestartDecision, env: Dict[str, str]
+        self, decision: RestartDecision, env: Dict[str, str], kind: str
     ) -> Tuple[RestartDecision, Optional[LeaseHolder]]:
         """Take the lease (if configured), then ask the guards; return the
         decision after them and the lease (held or not)."""
@@ -345,7 +345,7 @@ class Restarter:
             lease, holder = None, f"nobody known: the lease could not be used ({error})"
         if holder is not None:
             return apply_guards(decision, GuardResults(lease_holder=holder)), lease
-        return apply_guards(decision, self.guards(env)), lease
+        return apply_guards(decision, self.guards(env, kind)), lease
 
     def _finish(
         self,

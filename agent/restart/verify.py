@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Callable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from agent.model import BACKDATE, ApiserverProcess, LoopbackCert, ProbeResult
+from agent.model import BACKDATE, ApiserverProcess, LoopbackCert, ProbeResult, same_process
 from agent.net import http, tls, trust
 from agent.report.output import rfc3339
 
@@ -211,7 +211,7 @@ def verify_restart(
 
 
 def _is_new(found: ApiserverProcess, old: Optional[ApiserverProcess]) -> bool:
-    return old is None or (found.pid, found.started_at) != (old.pid, old.started_at)
+    return not same_process(found, old)
 
 
 def _issued_after(

@@ -18,18 +18,12 @@ from agent.model import (
     MAX_LIFETIME,
     ApiserverProcess,
     TargetReport,
+    same_process,
 )
 
 # Enough history to see a restart loop; the file stays a few tens of KiB. The
 # records min_interval needs are kept beyond it (see trim_restarts).
 MAX_RESTARTS = 50
-
-
-# psutil derives a start time from the kernel's boot time, which Linux
-# recomputes from the wall clock on every read, so the same process can appear
-# to have started a second earlier or later (psutil #2526, #2541). A PID reused
-# within seconds of the same start time is not a realistic risk.
-SAME_START_TOLERANCE = timedelta(seconds=2)
 
 
 @dataclass(frozen=True)
@@ -123,14 +117,6 @@ def process_record(process: Optional[ApiserverProcess]) -> Optional[ProcessRecor
     if process is None:
         return None
     return ProcessRecord(pid=process.pid, started_at=process.started_at)
-
-
-def same_process(a: Optional[ProcessRecord], b: Optional[ProcessRecord]) -> bool:
-    """Given two process identities, return whether they are the same process:
-    same PID, start times within SAME_START_TOLERANCE. None matches nothing."""
-    if a is None or b is None:
-        return False
-    return a.pid == b.pid and abs(a.started_at - b.started_at) <= SAME_START_TOLERANCE
 
 
 def learned_lifetime(

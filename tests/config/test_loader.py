@@ -188,7 +188,10 @@ def test_full_config() -> None:
             '[restart]\npeers = ["http://10.0.0.2:6443"]',
             "restart.peers: 'http://10.0.0.2:6443' is not",
         ),
-        ('[restart]\ntargets = ["nope"]', "restart.targets: names no configured target 'nope'"),
+        (
+            '[[targets]]\nname = "a"\nport = 6443\n[restart]\ntargets = ["nope"]',
+            "restart.targets: names no configured target 'nope'",
+        ),
         (
             '[restart]\nenabled = true\nwhen_expired = "window"',
             "restart.windows: is empty: with enabled = true at least one",
@@ -348,3 +351,24 @@ def test_file_round_trip(tmp_path: Path) -> None:
     config = load_config(str(path))
     assert config.path == str(path)
     assert config.thresholds.critical == timedelta(days=7)
+
+
+def test_restart_targets_may_name_discovered_apiservers() -> None:
+    # With the default target standing for every apiserver, names such as
+    # "k3s" exist only at check time: they cannot be refused here.
+    config = parse_config('[restart]\ntargets = ["k3s", "tenant-a"]', "/etc/klg.toml")
+    assert config.restart.targets == ("k3s", "tenant-a")
+    assert config.targets[0].discovers_all
+
+
+def test_kind_and_aggregated() -> None:
+    config = parse_config(
+        '[[targets]]\nname = "edge"\nkind = "k3s"\naggregated = ["metrics-server"]\n',
+        "/etc/klg.toml",
+    )
+    (edge,) = config.targets
+    assert (edge.kind, edge.aggregated, edge.discovers_all) == ("k3s", ("metrics-server",), False)
+    assert problems('[[targets]]\nkind = "rke3"') == [
+        '/etc/klg.toml: targets[0].kind: must be one of "auto", "kubeadm", "k3s", "microk8s", '
+        '"k0s", "openshift", "aggregated", "pod" (got "rke3")'
+    ]

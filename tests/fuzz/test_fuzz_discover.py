@@ -1,10 +1,10 @@
 """Fuzz: an apiserver's command line → --secure-port and --bind-address.
 
-Properties: parse_flags never raises, gives a port in 1..65535 or None and an
+Properties: read_flags never raises, gives a port in 1..65535 or None and an
 IP in canonical form or None; a `--secure-port=6443` appended after any argv
 (without "--") wins, as pflag's last value does; and a real child process
 started with a fuzzed argv (spaces, newlines, non-UTF-8 bytes) is found by
-the ProcessFinder with the port parse_flags reads from that same argv.
+the ProcessFinder with the port read_flags reads from that same argv.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -22,7 +23,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.model import DEFAULT_SECURE_PORT
-from agent.observe.discover import ProcessFinder, _flag_values, parse_flags
+from agent.observe.discover import ProcessFinder
+from agent.observe.flags import flag_values, read_flags
 
 _FLAGS = [
     "--secure-port",
@@ -55,10 +57,10 @@ def _check(port: Optional[int], address: Optional[str]) -> None:
 @inputs(3000)
 @given(argvs)
 def test_flags_are_read_or_left_out(argv: List[str]) -> None:
-    port, address = parse_flags(argv)
-    _check(port, address)
+    flags = read_flags(argv)
+    _check(flags.port, flags.bind_address)
     if "--" not in argv:
-        assert parse_flags([*argv, "--unrelated", "--secure-port=6443"])[0] == 6443
+        assert read_flags([*argv, "--unrelated", "--secure-port=6443"]).port == 6443
 
 
 # A child's argv may hold any bytes but NUL; psutil decodes what is not UTF-8.
@@ -83,6 +85,14 @@ def _found_port(name: str, argv: Sequence[str]) -> Optional[int]:
             stderr=subprocess.DEVNULL,
         )
         try:
+            # The kernel renames the child before its new argv is readable.
+            proc = Path(f"/proc/{child.pid}")
+            for _ in range(500):
+                if (proc / "comm").read_text().strip() == name[:15] and (
+                    proc / "cmdline"
+                ).read_bytes():
+                    break
+                time.sleep(0.01)
             discovery = ProcessFinder().find(name, None)
         finally:
             child.kill()
@@ -97,7 +107,7 @@ def _found_port(name: str, argv: Sequence[str]) -> Optional[int]:
 def test_a_real_process_with_any_argv_is_found_with_its_port(args: List[str]) -> None:
     name = "klgfz-" + os.urandom(4).hex()
     argv = [name, "-c", "import time; time.sleep(30)", *args]
-    expected, _ = parse_flags(argv)
-    if "secure-port" not in _flag_values(argv):
+    expected = read_flags(argv).port
+    if "secure-port" not in flag_values(argv):
         expected = DEFAULT_SECURE_PORT  # absent, not refused: the default applies
     assert _found_port(name, args) == expected

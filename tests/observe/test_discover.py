@@ -14,14 +14,16 @@ import time
 from dataclasses import replace
 from datetime import timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import psutil
 import pytest
 from conftest import Spawn, _unique_name, _unique_port
 
 from agent.model import DEFAULT_SECURE_PORT, ApiserverProcess
-from agent.observe.discover import Discovery, ProcessFinder, _inspect, parse_flags
+from agent.observe import procscan
+from agent.observe.discover import Discovery, ProcessFinder
+from agent.observe.flags import read_flags
 
 
 def _stop(child: subprocess.Popen[bytes]) -> None:
@@ -30,17 +32,21 @@ def _stop(child: subprocess.Popen[bytes]) -> None:
     child.wait(timeout=10)
 
 
-def _counting_process_iter(monkeypatch: pytest.MonkeyPatch) -> List[int]:
-    """Given monkeypatch, wrap psutil.process_iter and return the list its calls append to."""
-    real = psutil.process_iter
+def _counting_scans(monkeypatch: pytest.MonkeyPatch) -> List[int]:
+    """Given monkeypatch, wrap the /proc scan and return the list its calls append to."""
+    real = procscan.matching_pids
     calls: List[int] = []
 
-    def counting(*args: Any, **kwargs: Any) -> Iterator[psutil.Process]:
+    def counting(*args: Any, **kwargs: Any) -> Tuple[List[int], int]:
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(psutil, "process_iter", counting)
+    monkeypatch.setattr(procscan, "matching_pids", counting)
     return calls
+
+
+def _inspect(pid: int, name: str) -> Optional[ApiserverProcess]:
+    return ProcessFinder()._inspect(pid, name)
 
 
 def _found(discovery: Discovery) -> ApiserverProcess:
@@ -172,12 +178,32 @@ def test_several_matches_without_port_is_an_error(spawn: Spawn) -> None:
     assert str(second.pid) in discovery.error
 
 
-def test_single_match_is_found_whatever_its_port(spawn: Spawn) -> None:
-    # Some apiservers take their port from elsewhere than --secure-port, so a
-    # lone process of the name is the one even when the port disagrees.
+def test_single_match_on_another_port_is_not_adopted(spawn: Spawn) -> None:
+    # Issue 8.12: a stray process elsewhere on the node must not turn a
+    # refused probe of this target's port into a process-start estimate.
     name = _unique_name()
     child = spawn(name, "--secure-port=16443")
+    discovery = ProcessFinder().find(name, 8443)
+    assert discovery.process is None
+    assert discovery.rejected
+    assert discovery.error == (
+        f"the only process named {name} (PID {child.pid} on 16443) listens on another "
+        "--secure-port than this target's port 8443: not this target's"
+    )
+
+
+def test_single_match_without_port_flag_is_adopted_for_any_port(spawn: Spawn) -> None:
+    # Without --secure-port the process serves 6443 (kube-apiserver's
+    # default); a process whose flag is unreadable may serve any port.
+    name = _unique_name()
+    child = spawn(name, "--secure-port=https")
     assert _found(ProcessFinder().find(name, 8443)).pid == child.pid
+
+
+def test_single_match_is_found_when_no_port_is_configured(spawn: Spawn) -> None:
+    name = _unique_name()
+    child = spawn(name, "--secure-port=16443")
+    assert _found(ProcessFinder().find(name, None)).pid == child.pid
 
 
 def test_no_match_is_an_error() -> None:
@@ -191,10 +217,9 @@ def test_no_match_is_an_error() -> None:
 def test_inspect_skips_a_process_gone_since_listing(spawn: Spawn) -> None:
     name = _unique_name()
     child = spawn(name)
-    proc = psutil.Process(child.pid)
-    assert _inspect(proc, name) is not None
+    assert _inspect(child.pid, name) is not None
     _stop(child)
-    assert _inspect(proc, name) is None
+    assert _inspect(child.pid, name) is None
 
 
 def test_scan_skips_a_process_that_exits_between_listing_and_inspection(
@@ -203,17 +228,16 @@ def test_scan_skips_a_process_that_exits_between_listing_and_inspection(
     name = _unique_name()
     doomed = spawn(name, "--secure-port=16443")
     survivor = spawn(name, "--secure-port=16444")
-    real = psutil.process_iter
+    real = procscan.matching_pids
 
-    def listing_then_exit(*args: Any, **kwargs: Any) -> Iterator[psutil.Process]:
-        for proc in real(*args, **kwargs):
-            if proc.pid == doomed.pid:
-                # Listed (its info says it matches), then gone before inspection.
-                assert proc.info["name"] == name
-                _stop(doomed)
-            yield proc
+    def listing_then_exit(*args: Any, **kwargs: Any) -> Tuple[List[int], int]:
+        pids, seen = real(*args, **kwargs)
+        # Listed (its comm matches), then gone before inspection.
+        assert doomed.pid in pids
+        _stop(doomed)
+        return pids, seen
 
-    monkeypatch.setattr(psutil, "process_iter", listing_then_exit)
+    monkeypatch.setattr(procscan, "matching_pids", listing_then_exit)
     # Port None: had the doomed child counted, this would be "2 processes".
     assert _found(ProcessFinder().find(name, None)).pid == survivor.pid
 
@@ -227,56 +251,62 @@ def test_zombie_is_skipped(spawn: Spawn) -> None:
     while proc.status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline, "child did not become a zombie"
         time.sleep(0.01)
-    assert _inspect(proc, name) is None
+    assert _inspect(child.pid, name) is None
     assert ProcessFinder().find(name, None).error == f"no process named {name} found"
-
-
-class _Unreadable:
-    """A process that refuses every read, as AccessDenied does under hidepid."""
-
-    def __init__(self, pid: int, name: str) -> None:
-        self.pid = pid
-        self.info = {"name": name, "cmdline": None}
-
-    def oneshot(self) -> Any:
-        raise psutil.AccessDenied(self.pid)
-
-    def __getattr__(self, attr: str) -> Any:
-        raise psutil.AccessDenied(self.pid)
 
 
 def test_access_denied_is_skipped(spawn: Spawn, monkeypatch: pytest.MonkeyPatch) -> None:
     """Simulated: as root, /proc/PID/{stat,status,cmdline} of every process are readable,
-    so AccessDenied cannot be produced for real here; a minimal fake stands in for it.
+    so AccessDenied cannot be produced for real here; psutil.Process raises it
+    for one listed PID instead.
     """
     name = _unique_name()
     child = spawn(name)
-    unreadable = _Unreadable(pid=2**22 + 1, name=name)
-    assert _inspect(unreadable, name) is None  # type: ignore[arg-type]
-    real = psutil.process_iter
+    unreadable = 2**22 + 1
+    real_scan, real_process = procscan.matching_pids, psutil.Process
 
-    def with_unreadable(*args: Any, **kwargs: Any) -> Iterator[Any]:
-        yield unreadable
-        yield from real(*args, **kwargs)
+    def with_unreadable(*args: Any, **kwargs: Any) -> Tuple[List[int], int]:
+        pids, seen = real_scan(*args, **kwargs)
+        return [unreadable, *pids], seen + 1
 
-    monkeypatch.setattr(psutil, "process_iter", with_unreadable)
+    class Refusing(real_process):  # type: ignore[misc,valid-type]
+        def __init__(self, pid: int) -> None:
+            if pid == unreadable:
+                raise psutil.AccessDenied(pid)
+            super().__init__(pid)
+
+    monkeypatch.setattr(procscan, "matching_pids", with_unreadable)
+    monkeypatch.setattr(psutil, "Process", Refusing)
     assert _found(ProcessFinder().find(name, None)).pid == child.pid
 
 
-def test_access_denied_from_process_iter_itself_is_an_error(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Simulated: old psutil re-raises AccessDenied out of process_iter in a rare case."""
-
-    def denied(*args: Any, **kwargs: Any) -> Iterator[psutil.Process]:
-        raise psutil.AccessDenied(1)
-        yield  # pragma: no cover - makes this a generator
-
-    monkeypatch.setattr(psutil, "process_iter", denied)
-    discovery = ProcessFinder().find(_unique_name(), None)
+def test_unlistable_proc_is_an_error(tmp_path: Path) -> None:
+    discovery = ProcessFinder(proc=str(tmp_path / "missing")).find(_unique_name(), None)
     assert discovery.process is None
-    assert discovery.error is not None
-    assert discovery.error.startswith("cannot list processes: ")
+    assert discovery.error == "cannot list processes: No such file or directory"
+
+
+def test_scan_reads_only_comm_of_processes_that_do_not_match(
+    spawn: Spawn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 13: the cheap pass opens /proc/PID/comm for everyone and nothing
+    # else; only matches are read in full.
+    name = _unique_name()
+    child = spawn(name)
+    spawn(_unique_name())
+    opened: List[str] = []
+    real_open = os.open
+
+    def recording_open(path: Any, *args: Any, **kwargs: Any) -> int:
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", recording_open)
+    pids, seen = procscan.matching_pids(procscan.wanted_comms([name]))
+    assert pids == [child.pid]
+    assert seen >= 2
+    assert opened and all(path.endswith("/comm") for path in opened)
+    assert len(opened) <= seen
 
 
 # --- the steady-state cache ----------------------------------------------------
@@ -287,7 +317,7 @@ def test_second_find_reuses_the_pid_without_scanning(
 ) -> None:
     name = _unique_name()
     child = spawn(name, "--secure-port=16443")
-    calls = _counting_process_iter(monkeypatch)
+    calls = _counting_scans(monkeypatch)
     finder = ProcessFinder()
     first = _found(finder.find(name, 16443))
     assert len(calls) == 1
@@ -307,7 +337,7 @@ def test_second_find_reuses_the_pid_without_scanning(
 def test_cache_is_per_name_and_port(spawn: Spawn, monkeypatch: pytest.MonkeyPatch) -> None:
     name = _unique_name()
     spawn(name, "--secure-port=16443")
-    calls = _counting_process_iter(monkeypatch)
+    calls = _counting_scans(monkeypatch)
     finder = ProcessFinder()
     _found(finder.find(name, 16443))
     _found(finder.find(name, None))
@@ -319,7 +349,7 @@ def test_same_pid_with_another_start_time_rescans(
 ) -> None:
     name = _unique_name()
     spawn(name)
-    calls = _counting_process_iter(monkeypatch)
+    calls = _counting_scans(monkeypatch)
     finder = ProcessFinder()
     real = _found(finder.find(name, None))
     # As if the PID now belonged to a process started later than the one we saw.
@@ -334,12 +364,12 @@ def test_cached_pid_now_another_program_rescans(
 ) -> None:
     name = _unique_name()
     child = spawn(name)
-    calls = _counting_process_iter(monkeypatch)
+    calls = _counting_scans(monkeypatch)
     finder = ProcessFinder()
     # A PID reused by another program (this test process) with the start time
     # remembered for it: the name no longer matches, so the cache is not trusted.
     own = psutil.Process()
-    own_started = _inspect(own, own.name())
+    own_started = _inspect(own.pid, own.name())
     assert own_started is not None
     finder._last[(name, None)] = replace(own_started, name=name)
     assert _found(finder.find(name, None)).pid == child.pid
@@ -415,5 +445,6 @@ def test_cache_is_dropped_when_the_process_is_gone(spawn: Spawn) -> None:
         (["x", "serve", "--secure-port=8443", "-v", "2"], (8443, None)),
     ],
 )
-def test_parse_flags(argv: List[str], expected: tuple[Optional[int], Optional[str]]) -> None:
-    assert parse_flags(argv) == expected
+def test_read_flags(argv: List[str], expected: tuple[Optional[int], Optional[str]]) -> None:
+    flags = read_flags(argv)
+    assert (flags.port, flags.bind_address) == expected

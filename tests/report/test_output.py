@@ -194,3 +194,23 @@ def test_systemd_status_line() -> None:
     gone = systemd_status(report(item("x", None, with_process=False)))
     assert gone.startswith("x: UNKNOWN, no process named kube-apiserver found")
     assert "\n" not in gone
+
+
+def test_many_targets_are_summarised_in_status_and_plugin_line() -> None:
+    # Issue 12: fifty-two tenant apiservers must not make fifty-two phrases.
+    items = [item(f"tenant-{i:02d}/kube-apiserver-x", timedelta(days=200)) for i in range(51)]
+    items.append(item("tenant-a/kube-apiserver-xyz", timedelta(days=41, hours=3)))
+    r = report(*items)
+    expected = "52 apiservers: 1 WARNING (tenant-a/kube-apiserver-xyz, 41 d), 51 OK"
+    assert systemd_status(r) == expected
+    assert status_line(r).startswith(f"KUBE-LOOPBACK-GUARD WARNING - {expected} | ")
+    plans = systemd_status(r, {"tenant-a/kube-apiserver-xyz": "restart planned Sun 02:00 UTC"})
+    assert plans == expected + "; tenant-a/kube-apiserver-xyz: restart planned Sun 02:00 UTC"
+
+
+def test_summary_names_at_most_five_per_state() -> None:
+    items = [item(f"t{i}", timedelta(days=30)) for i in range(8)]
+    summary = systemd_status(report(*items))
+    assert summary == (
+        "8 apiservers: 8 WARNING (t0, 30 d; t1, 30 d; t2, 30 d; t3, 30 d; t4, 30 d; and 3 more)"
+    )
