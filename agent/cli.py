@@ -6,7 +6,6 @@ Verbs import what they need lazily, so `--help` and light verbs stay fast.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import TYPE_CHECKING, Callable, List, Optional, Tuple, Union
 
@@ -22,6 +21,14 @@ if TYPE_CHECKING:
 
 # What a verb needs it imports itself: `--help` loads neither psutil nor the
 # config machinery, and `check` only what a check needs.
+from agent.usage import (
+    Parser,
+    UnknownTarget,
+    invalid_config_summary,
+    join_negative_values,
+    plugin_unknown,
+    unknown_target,
+)
 
 # sysexits.h EX_CONFIG; the unit's RestartPreventExitStatus= names it.
 EXIT_CONFIG = 78
@@ -90,33 +97,44 @@ def cmd_check(args: argparse.Namespace) -> int:
     from agent.config.loader import ConfigError
     from agent.observe.discover import ProcessFinder
     from agent.observe.probe import probe
-    from agent.report.output import EXIT_UNKNOWN, render_json, render_text
     from agent.report.output import exit_code as plugin_exit
+    from agent.report.output import render_json, render_text
 
     try:
         config = _load(args)
     except ConfigError as error:
-        return _config_error(error, EXIT_UNKNOWN)
+        return plugin_unknown(args, invalid_config_summary(error), error.problems)
     try:
         targets = _select(config, args.target)
-    except ConfigError as error:
-        return _config_error(error, EXIT_UNKNOWN)
-    report = only_target(
-        run_check(targets, config.thresholds, ProcessFinder(), probe, _now), args.target
-    )
-    sys.stdout.write(render_json(report) if args.json else render_text(report))
+    except UnknownTarget as error:
+        return plugin_unknown(args, str(error), [str(error)])
+    try:
+        report = only_target(
+            run_check(targets, config.thresholds, ProcessFinder(), probe, _now), args.target
+        )
+        text = render_json(report) if args.json else render_text(report)
+    except Exception as error:  # a bug: still a status line, never "(null)"
+        reason = f"internal error: {type(error).__name__}: {error}"
+        return plugin_unknown(args, reason, [reason])
+    sys.stdout.write(text)
     return plugin_exit(report)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.config.durations import format_duration
     from agent.config.loader import ConfigError
-    from agent.report.output import EXIT_UNKNOWN
     from agent.standin.demo import run_demo
 
     try:
         config = _load(args)
     except ConfigError as error:
-        return _config_error(error, EXIT_UNKNOWN)
+        return plugin_unknown(args, invalid_config_summary(error), error.problems)
+    if args.lifetime.total_seconds() <= 0 or args.expires_in > args.lifetime:
+        message = (
+            f"--expires-in {format_duration(args.expires_in)} must not exceed "
+            f"--lifetime {format_duration(args.lifetime)} (a positive duration)"
+        )
+        return plugin_unknown(args, message, [message])
     return run_demo(config.thresholds, args.expires_in, args.lifetime, args.json, _now)
 
 
@@ -143,11 +161,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.daemon import Daemon
     from agent.observe.probe import probe
     from agent.report.events import PRIORITY_ERR, EventKind, send_event
-    from agent.report.journal import JOURNAL_SOCKET, open_journal
+    from agent.report.journal import open_journal
     from agent.report.notify import Notifier
 
-    # KLG_JOURNAL_SOCKET points the native protocol elsewhere (tests, debugging).
-    journal = open_journal(socket_path=os.environ.get("KLG_JOURNAL_SOCKET", JOURNAL_SOCKET))
+    journal = open_journal()
     try:
         config = _load(args)
     except ConfigError as error:
@@ -162,34 +179,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import json
+    from agent.report.status import show_status
 
-    from agent.config.loader import ConfigError
-    from agent.report.output import EXIT_UNKNOWN
-    from agent.report.status import render_status, status_json
-    from agent.state.store import read_state, state_path
+    return show_status(args.config, args.json, _now())
 
-    try:
-        config = _load(args)
-    except ConfigError as error:
-        return _config_error(error, EXIT_CONFIG)
-    path = state_path(config.state_dir)
-    try:
-        state = read_state(config.state_dir)
-    except FileNotFoundError:
-        print(
-            f"no state yet: {path} does not exist (the daemon, `kube-loopback-guard run`, "
-            "writes it after its first check; is kube-loopback-guard.service running?)"
-        )
-        return EXIT_UNKNOWN
-    except (OSError, ValueError) as error:
-        print(f"kube-loopback-guard: cannot read {path}: {error}", file=sys.stderr)
-        return EXIT_UNKNOWN
-    if args.json:
-        sys.stdout.write(json.dumps(status_json(state, path), indent=2) + "\n")
-    else:
-        sys.stdout.write(render_status(state, path, _now()))
-    return 0
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from agent.reload import reload_daemon
+    from agent.report.journal import open_journal
+
+    return reload_daemon(args.config, args.pid, open_journal())
 
 
 def _stored_state(config: Config) -> AgentState:
@@ -214,6 +213,8 @@ def _prepare(
         return config, _select(config, args.target), _stored_state(config)
     except ConfigError as error:
         return _config_error(error, EXIT_CONFIG)
+    except UnknownTarget as error:
+        return unknown_target(error)
     except (OSError, ValueError) as error:
         print(f"kube-loopback-guard: cannot read the state: {error}", file=sys.stderr)
         return EXIT_UNKNOWN
@@ -284,7 +285,9 @@ def cmd_restart(args: argparse.Namespace) -> int:
             print(f"{name}: no restart ({decision.reason.value}): {decision.message}")
             continue
         outcome = restarter.run(plan.item, decision, force=args.force, seen_last=plan.last_restart)
-        print(f"{name}: {outcome.detail}")
+        # Some details already start with the name (the dry run's journal text).
+        detail = outcome.detail
+        print(detail if detail.startswith(f"{name}: ") else f"{name}: {detail}")
         if outcome.succeeded is None:
             return 1
         return 0 if outcome.succeeded else 2
@@ -324,8 +327,6 @@ def cmd_lease(args: argparse.Namespace) -> int:
 
 
 def _select(config: Config, name: Optional[str]) -> tuple[TargetConfig, ...]:
-    from agent.config.loader import ConfigError
-
     if name is None:
         return config.targets
     targets = tuple(t for t in config.targets if t.name == name)
@@ -335,18 +336,18 @@ def _select(config: Config, name: Optional[str]) -> tuple[TargetConfig, ...]:
         targets = tuple(t for t in config.targets if t.discovers_all)
     if not targets:
         names = ", ".join(t.name for t in config.targets)
-        raise ConfigError([f"--target: no target named {name!r} (configured: {names})"])
+        raise UnknownTarget(f"--target: no target named {name!r} (configured: {names})")
     return targets
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument(
         "--config",
         metavar="PATH",
         help=f"TOML config file (default {DEFAULT_CONFIG_PATH}; built-in defaults if absent)",
     )
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="kube-loopback-guard",
         description=DESCRIPTION,
         epilog=EPILOG,
@@ -363,13 +364,16 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Check every target once and print a monitoring-plugin status line with "
             "perfdata (days left), then one line per target. Exit 0 OK, 1 WARNING, "
-            "2 CRITICAL or EXPIRED, 3 UNKNOWN (also for an invalid config). With several "
-            "targets the worst state wins."
+            "2 CRITICAL or EXPIRED, 3 UNKNOWN. Every exit prints the status line first: an "
+            "invalid config, a usage error or an unknown --target is UNKNOWN (3) with the "
+            "reason on that line and the details on stderr. With several targets the worst "
+            "state wins."
         ),
     )
+    check.plugin = True
     check.add_argument("--target", metavar="NAME", help="check only the target with this name")
     check.add_argument("--json", action="store_true", help="print JSON instead of plugin text")
-    check.set_defaults(handler=cmd_check)
+    check.set_defaults(handler=cmd_check, parser=check)
 
     demo = verbs.add_parser(
         "demo",
@@ -381,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
             "against it and print the result. Exits like `check`."
         ),
     )
+    demo.plugin = True
     demo.add_argument(
         "--expires-in",
         type=_expires_in,
@@ -396,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='certificate lifetime (default "365d"; v1.33+ uses "1096d")',
     )
     demo.add_argument("--json", action="store_true", help="print JSON instead of plugin text")
-    demo.set_defaults(handler=cmd_demo)
+    demo.set_defaults(handler=cmd_demo, parser=demo)
 
     run = verbs.add_parser(
         "run",
@@ -411,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
             "old one stays); SIGTERM stops. Exit 78 if the config is invalid at start."
         ),
     )
-    run.set_defaults(handler=cmd_run)
+    run.set_defaults(handler=cmd_run, parser=run)
 
     plan = verbs.add_parser(
         "plan",
@@ -435,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
         "guards are not asked",
     )
     plan.add_argument("--json", action="store_true", help="print JSON")
-    plan.set_defaults(handler=cmd_plan)
+    plan.set_defaults(handler=cmd_plan, parser=plan)
 
     restart = verbs.add_parser(
         "restart",
@@ -458,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(guards still apply; never when the certificate cannot be read or restart is disabled)",
     )
     restart.add_argument("--dry-run", action="store_true", help="decide and log, never act")
-    restart.set_defaults(handler=cmd_restart)
+    restart.set_defaults(handler=cmd_restart, parser=restart)
 
     lease = verbs.add_parser(
         "lease",
@@ -487,8 +492,26 @@ def build_parser() -> argparse.ArgumentParser:
             "running. Exit 3 when there is no state yet."
         ),
     )
-    status.add_argument("--json", action="store_true", help="print JSON")
-    status.set_defaults(handler=cmd_status)
+    status.add_argument("--json", action="store_true", help="print JSON, on every path")
+    status.set_defaults(handler=cmd_status, parser=status)
+
+    reload = verbs.add_parser(
+        "reload",
+        parents=[common],
+        help="validate the config, then tell the running daemon to re-read it",
+        description=(
+            "What `systemctl reload kube-loopback-guard` runs (ExecReload=): validate the "
+            "configuration as `config` does and, when it is valid, send SIGHUP to the daemon "
+            "($MAINPID, set by systemd, or --pid). Exit 0 when signalled, 78 when the "
+            "configuration is invalid (nothing is signalled; the journal records the "
+            "rejection), 1 when there is no daemon to signal. A drop-in that adds --config "
+            "to ExecStart= must add it to ExecReload= too."
+        ),
+    )
+    reload.add_argument(
+        "--pid", type=int, metavar="PID", help="the daemon's PID (default $MAINPID)"
+    )
+    reload.set_defaults(handler=cmd_reload, parser=reload)
 
     config = verbs.add_parser(
         "config",
@@ -502,13 +525,18 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument(
         "--example", action="store_true", help="print every option with its default"
     )
-    config.set_defaults(handler=cmd_config)
+    config.set_defaults(handler=cmd_config, parser=config)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = join_negative_values(sys.argv[1:] if argv is None else list(argv))
+    args, extras = parser.parse_known_args(words)
+    if extras:
+        # The verb's parser, so `check --bogus` is the plugin's UNKNOWN.
+        verb_parser: argparse.ArgumentParser = args.parser
+        verb_parser.error("unrecognized arguments: " + " ".join(extras))
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 from agent import __version__
 from agent.check import ProbeFunction, run_check
 from agent.config import DEFAULT_CONFIG_PATH
+from agent.config.durations import format_duration
 from agent.config.loader import ConfigError, load_config
 from agent.config.types import Config
 from agent.model import ApiserverProcess, CheckReport, TargetReport
@@ -198,7 +199,7 @@ class Daemon:
         if not textfile:
             return
         try:
-            write_metrics(textfile, report)
+            write_metrics(textfile, report, self.config.interval, self.state.restarts)
             self.problems.solved("metrics", f"metrics written to {textfile} again")
         except OSError as error:
             # The error names a random temp file: the kind is what counts.
@@ -281,7 +282,7 @@ class Daemon:
             EventKind.CONFIG_RELOADED,
             PRIORITY_INFO,
             f"configuration reloaded from {config.path or 'built-in defaults'}: "
-            f"{len(config.targets)} target(s), interval {config.interval}",
+            f"{len(config.targets)} target(s), interval {format_duration(config.interval)}",
             CONFIG_FILE=config_source(config),
         )
 
@@ -321,7 +322,8 @@ class Daemon:
             EventKind.AGENT_STARTED,
             PRIORITY_INFO,
             f"kube-loopback-guard {__version__} started: "
-            f"{', '.join(t.name for t in self.config.targets)} every {self.config.interval}",
+            f"{', '.join(t.name for t in self.config.targets)} "
+            f"every {format_duration(self.config.interval)}",
             CONFIG_FILE=config_source(self.config),
         )
         schedule = Schedule(

@@ -30,11 +30,13 @@ klg_version() {
 # builds use this one list; tests/ and the development files are left out.
 stage_sources() {
     local dest=$1
-    mkdir -p "$dest/agent" "$dest/systemd" "$dest/examples" "$dest/packaging"
+    mkdir -p "$dest/agent" "$dest/systemd" "$dest/examples" "$dest/packaging/prometheus"
     (cd "$KLG_ROOT" && find agent -name '*.py' -print0 | xargs -0 cp -p --parents -t "$dest")
     cp -p "$KLG_ROOT/systemd/$KLG_NAME.service" "$KLG_ROOT/systemd/$KLG_NAME.catalog" "$dest/systemd/"
     cp -p "$KLG_ROOT/examples/config.toml" "$dest/examples/"
     cp -p "$KLG_ROOT/packaging/gen-manpage" "$KLG_ROOT/packaging/$KLG_NAME.launcher" "$dest/packaging/"
+    cp -p "$KLG_ROOT/packaging/prometheus/$KLG_NAME.rules.yml" \
+        "$KLG_ROOT/packaging/prometheus/$KLG_NAME.prometheusrule.yaml" "$dest/packaging/prometheus/"
     cp -p "$KLG_ROOT/README.md" "$KLG_ROOT/LICENSE" "$dest/"
 }
 

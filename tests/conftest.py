@@ -23,6 +23,31 @@ if TYPE_CHECKING:
 
 StandinFactory = Callable[..., StandinApiserver]
 
+# Where the suite's journals point instead of the host's journald socket.
+PRIVATE_JOURNAL = "no-journald/socket"
+
+
+@pytest.fixture(autouse=True)
+def private_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point every journal the tests open, in this process and in the agents
+    they start, at a path in tmp (nothing listens there, so records go to
+    stderr): the suite never writes to the host's journal, and behaves the
+    same whether or not the host runs journald. Tests that read the records
+    bind their own socket and set KLG_JOURNAL_SOCKET to it."""
+    path = tmp_path / PRIVATE_JOURNAL
+    monkeypatch.setenv("KLG_JOURNAL_SOCKET", str(path))
+    # Not started by systemd, whatever started pytest.
+    for name in (
+        "JOURNAL_STREAM",
+        "INVOCATION_ID",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "MAINPID",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    return path
+
 
 @pytest.fixture
 def standin() -> Iterator[StandinFactory]:

@@ -12,10 +12,11 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import List
+from typing import Dict, List, Optional
 
 import pytest
 from conftest import StandinFactory
+from journald import FakeJournald
 
 from agent.config.schema import render_example
 
@@ -26,8 +27,10 @@ STATUS_LINE = re.compile(
 )
 
 
-def klg(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def klg(
+    *args: str, timeout: float = 30, env_extra: Optional[Dict[str, str]] = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
     env.pop("NOTIFY_SOCKET", None)
     return subprocess.run(
         [sys.executable, "-m", "agent", *args],
@@ -114,7 +117,14 @@ def test_worst_of_several_targets_and_target_filter(
     assert "api1" not in one.stdout
     missing = klg("check", "--config", config, "--target", "nope")
     assert missing.returncode == 3
-    assert "no target named 'nope' (configured: api0, api1)" in missing.stderr
+    wording = "--target: no target named 'nope' (configured: api0, api1)"
+    assert missing.stdout == f"KUBE-LOOPBACK-GUARD UNKNOWN - {wording}\n"
+    assert wording in missing.stderr
+    # The other verbs: the same words, EX_USAGE (64).
+    for verb in ("plan", "restart"):
+        other = klg(verb, "--config", config, "--target", "nope")
+        assert other.returncode == 64, (verb, other.stderr)
+        assert other.stderr == f"kube-loopback-guard: {wording}\n"
 
 
 def test_no_apiserver_says_so_and_exits_3_within_the_timeout(tmp_path: Path) -> None:
@@ -152,7 +162,12 @@ def test_invalid_config_exits_3_naming_file_key_value(tmp_path: Path) -> None:
     path.write_text('[thresholds]\nwarning = "7d"\n[[targets]]\nport = "x"\n')
     result = klg("check", "--config", str(path))
     assert result.returncode == 3
-    assert result.stdout == ""
+    # Nagios shows "(null)" for an empty stdout: the first line says why.
+    assert result.stdout == (
+        "KUBE-LOOPBACK-GUARD UNKNOWN - invalid configuration: "
+        f"{path}: thresholds.critical: must be shorter than thresholds.warning"
+        ' (7d) (got "14d") (2 problems, see stderr)\n'
+    )
     assert f"{path}: thresholds.critical: must be shorter than thresholds.warning" in result.stderr
     assert f'{path}: targets[0].port: must be an integer (got "x")' in result.stderr
 
@@ -202,6 +217,29 @@ def test_run_refuses_invalid_config_with_78(tmp_path: Path) -> None:
     assert "nope: unknown key" in result.stderr
 
 
+def test_run_by_hand_speaks_on_stderr_and_to_journald(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("nope = 1\n")
+    journald = FakeJournald(tmp_path / "journal.sock")
+    try:
+        by_hand = klg("run", "--config", str(bad), env_extra={"KLG_JOURNAL_SOCKET": journald.path})
+        assert by_hand.returncode == 78
+        assert "nope: unknown key" in by_hand.stderr
+        assert "nope: unknown key" in journald.receive().fields["MESSAGE"]
+        # Under systemd (INVOCATION_ID, stderr not a terminal) only the journal hears it.
+        unit = klg(
+            "run",
+            "--config",
+            str(bad),
+            env_extra={"KLG_JOURNAL_SOCKET": journald.path, "INVOCATION_ID": "0" * 32},
+        )
+        assert unit.returncode == 78
+        assert unit.stderr == ""
+        assert "nope: unknown key" in journald.receive().fields["MESSAGE"]
+    finally:
+        journald.close()
+
+
 @pytest.mark.parametrize(
     ("args", "code", "state"),
     [
@@ -209,6 +247,7 @@ def test_run_refuses_invalid_config_with_78(tmp_path: Path) -> None:
         (["--expires-in", "30d"], 1, "WARNING"),
         (["--expires-in", "10d", "--lifetime", "1096d"], 2, "CRITICAL"),
         (["--expires-in=-3d"], 2, "EXPIRED"),
+        (["--expires-in", "-3d"], 2, "EXPIRED"),  # as README and --help write it
     ],
 )
 def test_demo(args: List[str], code: int, state: str) -> None:
@@ -276,11 +315,12 @@ def test_help_lists_every_verb_and_each_verb_explains() -> None:
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        # Each gave a traceback (OverflowError, ValueError) before.
-        (["plan", "--at", "0001-01-01T00:30:00+01:00"], 2, "is not an RFC 3339 time"),
-        (["demo", "--expires-in", "999999999d"], 2, "write a duration between -36500d and 36500d"),
-        (["demo", "--lifetime", "0s"], 2, "write a duration between 1s and 36500d"),
-        (["demo", "--lifetime", "999999999d"], 2, "write a duration between 1s and 36500d"),
+        # Each gave a traceback (OverflowError, ValueError) before. Usage errors:
+        # EX_USAGE (64), or UNKNOWN (3) for demo, a plugin like check.
+        (["plan", "--at", "0001-01-01T00:30:00+01:00"], 64, "is not an RFC 3339 time"),
+        (["demo", "--expires-in", "999999999d"], 3, "write a duration between -36500d and 36500d"),
+        (["demo", "--lifetime", "0s"], 3, "write a duration between 1s and 36500d"),
+        (["demo", "--lifetime", "999999999d"], 3, "write a duration between 1s and 36500d"),
         (["demo", "--expires-in=-36500d"], 3, "cannot build the stand-in certificate"),
     ],
 )
@@ -293,6 +333,118 @@ def test_out_of_range_arguments_are_clean_errors(
     assert result.returncode == code, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["--target"], ["extra"], ["--json", "--json=x"]])
+def test_check_usage_error_is_unknown_with_a_status_line(args: List[str]) -> None:
+    result = klg("check", *args)
+    assert result.returncode == 3, result.stderr  # not argparse's 2, read as CRITICAL
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("KUBE-LOOPBACK-GUARD UNKNOWN - usage error: ")
+    assert first.endswith("(see kube-loopback-guard check --help)")
+    assert "usage: kube-loopback-guard check" in result.stderr
+
+
+def test_other_verbs_usage_error_is_ex_usage() -> None:
+    for args in (["plan", "--bogus"], ["bogus"], ["restart", "--at"]):
+        result = klg(*args)
+        assert result.returncode == 64, (args, result.stderr)
+        assert result.stdout == ""
+
+
+def test_check_json_on_invalid_config(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("nope = 1\n")
+    result = klg("check", "--json", "--config", str(bad))
+    assert result.returncode == 3
+    data = json.loads(result.stdout)
+    assert data["state"] == "UNKNOWN"
+    assert data["summary"].startswith("invalid configuration: ")
+    assert data["problems"] == [f"{bad}: nope: unknown key"] or "nope" in data["problems"][0]
+
+
+def test_demo_expiring_after_its_lifetime_is_a_clean_error() -> None:
+    result = klg("demo", "--expires-in", "400d", "--lifetime", "365d")
+    assert result.returncode == 3
+    assert result.stdout == (
+        "KUBE-LOOPBACK-GUARD UNKNOWN - --expires-in 400d must not exceed --lifetime 365d"
+        " (a positive duration)\n"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_status_json_on_every_path(tmp_path: Path) -> None:
+    result = klg("status", "--json", "--config", config_for(tmp_path, 6443))
+    assert result.returncode == 3
+    data = json.loads(result.stdout)
+    assert data["error"].startswith("no state yet")
+    assert data["targets"] == {}
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "state.json").write_text("{not json")
+    broken = klg("status", "--json", "--config", config_for(tmp_path, 6443))
+    assert broken.returncode == 3
+    assert json.loads(broken.stdout)["error"].startswith("cannot read ")
+
+
+NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+
+
+def others_can_run(path: Path) -> bool:
+    """Whether a user with no rights of its own can reach path (o+x on every directory)."""
+    return all(os.stat(parent).st_mode & 0o001 for parent in path.resolve().parents)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run status as another user")
+def test_status_with_an_unreadable_config_reads_the_default_state_dir(tmp_path: Path) -> None:
+    # The system's interpreter: a virtualenv's may live under /root (0700).
+    python = Path("/usr/bin/python3")
+    if not (others_can_run(ROOT / "agent") and python.exists()):
+        pytest.skip(f"user nobody cannot reach this checkout ({ROOT}), or no {python}")
+    config = tmp_path / "config.toml"
+    config.write_text('state_dir = "/elsewhere"\n')
+    config.chmod(0o600)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [*NOBODY, str(python), "-m", "agent", "status", "--json", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        cwd="/",
+    )
+    assert "Permission denied" in result.stderr
+    assert "reading the default state_dir /var/lib/kube-loopback-guard instead" in result.stderr
+    data = json.loads(result.stdout)
+    assert data["path"] == "/var/lib/kube-loopback-guard/state.json"
+    assert data["config_note"].startswith("cannot use the configuration")
+    assert result.returncode in (0, 3)  # 3: no daemon ran on this machine
+
+
+def test_restart_dry_run_force_names_the_target_once(
+    tmp_path: Path, standin: StandinFactory
+) -> None:
+    api = standin(expires_in=timedelta(days=300))
+    config = config_for(tmp_path, api.port, extra="[restart]\nenabled = true\n")
+    result = klg("restart", "--config", config, "--dry-run", "--force")
+    assert result.stdout.count("api0") == 1, result.stdout
+
+
+def test_check_crash_is_still_an_unknown_status_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A bug cannot be made on purpose: the check itself is replaced by one
+    # that raises, to see what the plugin prints around it.
+    import agent.check
+    from agent.cli import main
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(agent.check, "run_check", broken)
+    code = main(["check", "--config", config_for(tmp_path, 6443)])
+    out = capsys.readouterr().out
+    assert code == 3
+    assert out == "KUBE-LOOPBACK-GUARD UNKNOWN - internal error: RuntimeError: boom\n"
 
 
 LOADED = (

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Tupl
 import pytest
 from apiserver_peer import ApiserverPeer
 from conftest import Spawn, StandinFactory
-from test_journal import FakeJournald
+from journald import FakeJournald
 
 from agent.report.events import MESSAGE_IDS, EventKind
 
@@ -182,6 +182,7 @@ def test_ready_after_first_check_with_status_line(
     records = agent.journal()
     started = agent.with_id(EventKind.AGENT_STARTED)
     assert len(started) == 1
+    assert started[0]["MESSAGE"].endswith(": api every 1s")  # as the config writes it
     changed = agent.with_id(EventKind.STATE_CHANGED)
     assert len(changed) == 1
     record = changed[0]
@@ -246,7 +247,8 @@ def test_sighup_reloads_valid_config(
     reloading = agent.notify.wait_for(lambda m: m.get("RELOADING") == "1", after=ready + 1)
     ready_again = agent.notify.wait_for(is_ready, after=reloading)
     agent.notify.wait_for(lambda m: m.get("STATUS", "").startswith("api: OK"), after=ready_again)
-    assert len(agent.with_id(EventKind.CONFIG_RELOADED)) == 1
+    (reloaded,) = agent.with_id(EventKind.CONFIG_RELOADED)
+    assert reloaded["MESSAGE"].endswith(": 1 target(s), interval 1h")  # not "1:00:00"
     changed = agent.with_id(EventKind.STATE_CHANGED)
     assert [r["STATE"] for r in changed] == ["warning", "ok"]
     assert changed[1]["PRIORITY"] == "6"

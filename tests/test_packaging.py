@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import gzip
+import importlib.util
 import os
 import re
 import shutil
@@ -307,6 +308,45 @@ def test_manpage_help_texts_match(manpage: str) -> None:
                 assert man_text(expanded) in sections[name], (name, action.option_strings)
 
 
+def test_manpage_documents_config_exit_codes_metrics_and_journal(manpage: str) -> None:
+    """What the page generates from the code is all there: it cannot drift."""
+    from agent.cli import EXIT_CONFIG
+    from agent.config.schema import SCHEMA
+    from agent.config.values import KINDS, choices_of
+    from agent.report.events import JOURNAL_FIELDS, MESSAGE_IDS
+    from agent.report.metrics import HELP, PREFIX
+    from agent.usage import EXIT_USAGE
+
+    sections = man_sections(manpage)
+    for section in ("CONFIGURATION", "METRICS", "JOURNAL", "ENVIRONMENT", "EXAMPLES"):
+        assert section in sections, section
+
+    def whole(section: str) -> str:  # with its .SS subsections
+        return man_text(manpage.split(f".SH {section}\n", 1)[1].split(".SH ", 1)[0])
+
+    config = whole("CONFIGURATION")
+    for table in SCHEMA:
+        if table.name:
+            assert (f"[[{table.name}]]" if table.array else f"[{table.name}]") in config
+        for option in table.options:
+            assert man_text(option.description) in config, (table.name, option.key)
+    spec = importlib.util.spec_from_loader("gen_manpage", loader=None)
+    assert spec is not None
+    generator = importlib.util.module_from_spec(spec)
+    generator.__file__ = str(PACKAGING / "gen-manpage")
+    exec((PACKAGING / "gen-manpage").read_text(), generator.__dict__)
+    assert set(generator.KIND_TEXT) == {kind for kind in KINDS if choices_of(kind) is None}
+    exits = sections["EXIT STATUS"]
+    for code in (0, 1, 2, 3, EXIT_USAGE, EXIT_CONFIG):
+        assert re.search(rf"(^| ){code} ", exits), code
+    for name, text in HELP.items():
+        assert f"{PREFIX}{name} {man_text(text)}" in sections["METRICS"]
+    for message_id in MESSAGE_IDS.values():
+        assert message_id in whole("JOURNAL")
+    for field in JOURNAL_FIELDS:
+        assert has_option(whole("JOURNAL"), field), field
+
+
 @pytest.mark.skipif(shutil.which("man") is None, reason="man not installed")
 def test_manpage_renders_without_warnings(manpage: str, tmp_path: Path) -> None:
     page = tmp_path / f"{NAME}.1"
@@ -352,6 +392,8 @@ def test_deb_contents(deb: Path) -> None:
         f"/usr/share/doc/{NAME}/changelog.gz",
         f"/usr/share/doc/{NAME}/README.md",
         f"/usr/share/python3/runtime.d/{NAME}.rtupdate",
+        f"/usr/share/{NAME}/{NAME}.rules.yml",
+        f"/usr/share/{NAME}/{NAME}.prometheusrule.yaml",
     ):
         assert path in paths, path
     assert paths[f"/usr/bin/{NAME}"] == "-rwxr-xr-x"
@@ -369,6 +411,10 @@ def test_deb_conffile_and_payload_are_the_sources(deb: Path, deb_tree: Path) -> 
         f"etc/{NAME}/config.toml": "examples/config.toml",
         f"usr/lib/systemd/catalog/{NAME}.catalog": f"systemd/{NAME}.catalog",
         f"usr/share/doc/{NAME}/README.md": "README.md",
+        f"usr/share/{NAME}/{NAME}.rules.yml": f"packaging/prometheus/{NAME}.rules.yml",
+        f"usr/share/{NAME}/{NAME}.prometheusrule.yaml": (
+            f"packaging/prometheus/{NAME}.prometheusrule.yaml"
+        ),
     }
     unit = next(deb_tree.glob(f"*lib/systemd/system/{NAME}.service"))
     assert unit.read_bytes() == (ROOT / "systemd" / f"{NAME}.service").read_bytes()
@@ -465,6 +511,8 @@ def test_rpm_files_and_config(rpm: Path) -> None:
         f"/etc/{NAME}/config.toml",
         f"/usr/share/doc/{NAME}/README.md",
         f"/usr/share/licenses/{NAME}/LICENSE",
+        f"/usr/share/{NAME}/{NAME}.rules.yml",
+        f"/usr/share/{NAME}/{NAME}.prometheusrule.yaml",
     ):
         assert path in files, path
     assert [p for p in files if p.startswith(f"/usr/share/man/man1/{NAME}.1")]

@@ -32,7 +32,7 @@ def test_unit_has_what_the_daemon_relies_on() -> None:
     for line in (
         "Type=notify",
         "ExecStart=/usr/bin/kube-loopback-guard run",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecReload=/usr/bin/kube-loopback-guard reload",
         "Restart=on-failure",
         "RestartPreventExitStatus=78",
         "StateDirectory=kube-loopback-guard",
@@ -54,31 +54,41 @@ def test_unit_has_what_the_daemon_relies_on() -> None:
     assert not re.search(r"(?m)^ProcSubset=pid", text)
 
 
+def analyze(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run systemd-analyze; skip, printing why, where it cannot run at all.
+
+    Without a booted systemd (a build container) it may fail to create
+    /run/systemd/ before looking at the unit; that is this machine's limit,
+    not the unit's, and the e2e suite verifies the unit on a booted systemd.
+    """
+    result = subprocess.run(["systemd-analyze", *args], capture_output=True, text=True, timeout=60)
+    if "Failed to create directory '/run/systemd" in result.stderr:
+        reason = f"systemd-analyze cannot run here: {result.stderr.strip()}"
+        print(reason)
+        pytest.skip(reason)
+    return result
+
+
 def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
     unit = tmp_path / "kube-loopback-guard.service"
     unit.write_text(
-        UNIT.read_text().replace(
+        UNIT.read_text()
+        .replace(
             "ExecStart=/usr/bin/kube-loopback-guard run",
             f"ExecStart={sys.executable} -m agent run",
         )
+        .replace(
+            "ExecReload=/usr/bin/kube-loopback-guard reload",
+            f"ExecReload={sys.executable} -m agent reload",
+        )
     )
-    result = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", str(unit)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = analyze("verify", "--man=no", str(unit))
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr
 
 
 def test_exposure_score_is_low() -> None:
-    result = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(UNIT)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = analyze("security", "--offline=yes", "--no-pager", str(UNIT))
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout)
     assert match, result.stdout + result.stderr
     score = float(match.group(1))

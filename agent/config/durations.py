@@ -43,8 +43,10 @@ def format_duration(value: timedelta) -> str:
 
 
 def format_days(seconds: float) -> str:
-    """Given seconds, return days with one decimal, for humans and perfdata."""
-    return f"{seconds / 86400:.1f}"
+    """Given seconds, return days with one decimal, for humans and perfdata
+    (never "-0.0": a few seconds past expiry is 0.0 days)."""
+    text = f"{seconds / 86400:.1f}"
+    return "0.0" if text == "-0.0" else text
 
 
 def parse_signed_duration(text: str) -> timedelta:

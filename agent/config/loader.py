@@ -144,18 +144,39 @@ def _windows(errors: _Collector, raw: Dict[str, Any]) -> List[MaintenanceWindow]
     windows: List[MaintenanceWindow] = []
     for index, entry in enumerate(errors.entries(raw, table, "restart.")):
         # Imported here: a config without windows (every `check`) needs no zoneinfo.
-        from agent.judge.window import WindowError, parse_window
+        from agent.judge.window import (
+            MaintenanceWindow,
+            WindowError,
+            parse_clock,
+            parse_days,
+            parse_zone,
+        )
 
         prefix = f"restart.windows[{index}]."
         values = errors.table(table, entry, prefix)
         if any(values[key] is None for key in ("days", "start", "end", "timezone")):
             continue
-        try:
+        # Each value on its own, so an entry reports all its problems at once.
+        parts: Dict[str, Any] = {}
+        for key, parse in (
+            ("days", parse_days),
+            ("start", lambda text: parse_clock(text, "start")),
+            ("end", lambda text: parse_clock(text, "end")),
+            ("timezone", parse_zone),
+        ):
+            try:
+                parts[key] = parse(values[key])
+            except WindowError as error:
+                errors.add(prefix + error.field, str(error), entry.get(error.field))
+        if len(parts) == 4:
             windows.append(
-                parse_window(values["days"], values["start"], values["end"], values["timezone"])
+                MaintenanceWindow(
+                    days=parts["days"],
+                    start=parts["start"],
+                    end=parts["end"],
+                    zone=parts["timezone"],
+                )
             )
-        except WindowError as error:
-            errors.add(prefix + error.field, str(error), entry.get(error.field))
     return windows
 
 

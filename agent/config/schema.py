@@ -389,13 +389,13 @@ def children_of(table: Table) -> tuple[Table, ...]:
     return tuple(t for t in SCHEMA if t.name and t is not table and t.parent == table.name)
 
 
-def _toml_value(value: Default) -> str:
+def toml_value(value: Default) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
     if isinstance(value, tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -426,5 +426,5 @@ def render_example() -> str:
         for option in table.options:
             lines.extend(_comment(option.description))
             value = option.example if option.example is not None else option.default
-            lines.append(f"# {option.key} = {_toml_value(value)}")
+            lines.append(f"# {option.key} = {toml_value(value)}")
     return "\n".join(lines) + "\n"

@@ -171,7 +171,15 @@ def _choice(*choices: str) -> Callable[[Any], str]:
             raise ValueError("must be one of " + ", ".join(f'"{c}"' for c in choices))
         return text
 
+    # The man page lists the choices from here, so they are written once.
+    check.choices = choices  # type: ignore[attr-defined]
     return check
+
+
+def choices_of(kind: str) -> Optional[Tuple[str, ...]]:
+    """Given a value kind, return its allowed values if it is a choice, else None."""
+    found: Optional[Tuple[str, ...]] = getattr(KINDS[kind], "choices", None)
+    return found
 
 
 KINDS: Dict[str, Callable[[Any], Any]] = {

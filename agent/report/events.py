@@ -48,6 +48,34 @@ MESSAGE_IDS = {
     EventKind.RESTART_FAILED: "88760a11520b4fe48c7710a196a18ab7",
 }
 
+# Every field the agent's records may carry besides MESSAGE, PRIORITY,
+# SYSLOG_IDENTIFIER and MESSAGE_ID, with its meaning (the man page's JOURNAL
+# section; a test finds every field the code sends and looks it up here).
+JOURNAL_FIELDS: Dict[str, str] = {
+    "TARGET": "the target's name ([[targets]] name)",
+    "STATE": "ok, warning, critical, expired or unknown",
+    "PREVIOUS_STATE": "the state before a change (none at the first check)",
+    "SOURCE": "where the expiry came from: probe, process-start (an estimate) or none",
+    "CERT_NOT_AFTER": "the certificate's NotAfter, RFC 3339 UTC",
+    "CERT_NOT_BEFORE": "the certificate's NotBefore, RFC 3339 UTC",
+    "CERT_SECONDS_LEFT": "seconds until NotAfter (negative once expired)",
+    "CERT_SHA256": "SHA-256 fingerprint of the served loopback certificate",
+    "PROCESS_PID": "PID of the apiserver process",
+    "PROCESS_START": "start time of the apiserver process, RFC 3339 UTC",
+    "PROBE_ENDPOINT": "host:port the probe connected to",
+    "PROBE_ERROR": "why the probe could not read the certificate",
+    "LIVEZ": "the apiserver's own loopback-serving-certificate check: ok, failed, absent, "
+    "forbidden, error or not-checked",
+    "CONFIG_FILE": "the configuration file (re)loaded or rejected",
+    "RESTART_REASON": "the restart decision's reason code (see plan)",
+    "RESTART_AT": "when the next window opens, RFC 3339 UTC",
+    "RESTART_METHOD": "how the apiserver is restarted ([restart] method)",
+    "RESTART_OUTCOME": "succeeded or failed (verified), or why nothing was done",
+    "NEW_CERT_NOT_AFTER": "NotAfter of the certificate after the restart, RFC 3339 UTC",
+    "DRY_RUN": "1 when [restart] dry_run (or restart --dry-run) kept the agent from acting",
+    "KLG_TRUNCATED": '1 when a value was cut to fit the journal (it ends in "[truncated]")',
+}
+
 # syslog priorities, as journald's PRIORITY= field wants them.
 PRIORITY_CRIT = 2
 PRIORITY_ERR = 3

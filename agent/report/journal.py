@@ -31,14 +31,19 @@ from agent.text import one_line
 
 __all__ = [
     "JOURNAL_SOCKET",
+    "JOURNAL_SOCKET_ENV",
     "MAX_VALUE_BYTES",
     "SYSLOG_IDENTIFIER",
     "TRUNCATED_FIELD",
     "Journal",
     "open_journal",
+    "started_by_systemd",
 ]
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
+# Points every journal this process opens elsewhere (tests, debugging): the
+# test suite sets it to a socket in a tmp dir, so it never writes to the host's.
+JOURNAL_SOCKET_ENV = "KLG_JOURNAL_SOCKET"
 SYSLOG_IDENTIFIER = "kube-loopback-guard"
 
 # Every value is cut to this. The agent's records are one-liners; a value this
@@ -84,7 +89,9 @@ class Journal:
 
     `stream_is_journal` says stderr is itself connected to journald
     (JOURNAL_STREAM): lines then start with `<N>` so journald keeps the
-    priority. Safe to share between threads.
+    priority. `echo` writes every record to the stream too, for a process
+    started by hand, whose operator reads the terminal, not the journal.
+    Safe to share between threads.
     """
 
     def __init__(
@@ -93,10 +100,12 @@ class Journal:
         socket_path: Optional[str] = None,
         *,
         stream_is_journal: bool = False,
+        echo: bool = False,
     ) -> None:
         self.stream: TextIO = sys.stderr if stream is None else stream
         self.socket_path = socket_path
         self.stream_is_journal = stream_is_journal
+        self.echo = echo
         self._sock: Optional[socket.socket] = None
         self._failing = False
         self._lock = threading.Lock()
@@ -117,6 +126,8 @@ class Journal:
             complain = error is not None and not self._failing
             self._failing = error is not None
         if error is None:
+            if self.echo:
+                self._write(_line(record, priority, self.stream_is_journal))
             return
         if complain:
             self._write(self._complaint(self.socket_path, error))
@@ -190,20 +201,43 @@ class Journal:
 
 def open_journal(
     stream: Optional[TextIO] = None,
-    socket_path: str = JOURNAL_SOCKET,
+    socket_path: Optional[str] = None,
     environ: Optional[Mapping[str, str]] = None,
 ) -> Journal:
-    """Given stderr, journald's socket path and the environment, return the
-    Journal to use: native when that socket exists, else lines on stderr
-    (`<N>`-prefixed when JOURNAL_STREAM says stderr goes to journald)."""
+    """Given stderr, journald's socket path (default: $KLG_JOURNAL_SOCKET, else
+    JOURNAL_SOCKET) and the environment, return the Journal to use: native
+    when that socket exists, else lines on stderr (`<N>`-prefixed when
+    JOURNAL_STREAM says stderr goes to journald). Records are echoed to stderr
+    too when systemd did not start us (see started_by_systemd)."""
     stream = sys.stderr if stream is None else stream
     environ = os.environ if environ is None else environ
+    if socket_path is None:
+        socket_path = environ.get(JOURNAL_SOCKET_ENV) or JOURNAL_SOCKET
     on_journal = _is_journal_stream(stream, environ.get("JOURNAL_STREAM", ""))
     try:
         native = stat.S_ISSOCK(os.stat(socket_path).st_mode)
     except OSError:
         native = False
-    return Journal(stream, socket_path if native else None, stream_is_journal=on_journal)
+    return Journal(
+        stream,
+        socket_path if native else None,
+        stream_is_journal=on_journal,
+        echo=not started_by_systemd(stream, environ),
+    )
+
+
+def started_by_systemd(stream: TextIO, environ: Mapping[str, str]) -> bool:
+    """Given stderr and the environment, return whether systemd runs us as a
+    service whose output it collects: stderr is its journal stream, or
+    INVOCATION_ID is set and stderr is not a terminal (`systemd-run -t` and a
+    shell inside a unit's environment read the terminal)."""
+    if _is_journal_stream(stream, environ.get("JOURNAL_STREAM", "")):
+        return True
+    try:
+        terminal = stream.isatty()
+    except (OSError, ValueError):
+        terminal = False
+    return bool(environ.get("INVOCATION_ID")) and not terminal
 
 
 def _is_journal_stream(stream: TextIO, journal_stream: str) -> bool:

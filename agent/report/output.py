@@ -6,7 +6,7 @@ one status line with perfdata, then one detail line per target.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Dict, Mapping, Optional
 
 from agent.config.durations import format_days
@@ -99,13 +99,24 @@ def status_line(report: CheckReport) -> str:
     return f"KUBE-LOOPBACK-GUARD {report.state.name} - {summary} | {perfdata(report)}"
 
 
-def _local(moment: datetime) -> str:
+def unknown_line(reason: str) -> str:
+    """Given why there is no result (a bad config, a usage error), return the
+    plugin's status line for it: UNKNOWN, on one line, with empty perfdata."""
+    return f"KUBE-LOOPBACK-GUARD UNKNOWN - {one_line(reason)}\n"
+
+
+def _utc_and_local(moment: datetime) -> str:
+    """Given an aware datetime, return it in UTC, then in local time unless
+    the local zone is UTC (the same text twice says nothing)."""
+    utc = format_utc_seconds(moment)
     try:
         local = moment.astimezone()
     except (OverflowError, ValueError):
         # Year 1 or 9999 has no local time on the far side of UTC.
-        return format_utc_seconds(moment)
-    return f"{local.year:04d}-{local:%m-%d %H:%M:%S %Z}"
+        return utc
+    if local.utcoffset() == timedelta(0):
+        return utc
+    return f"{utc} ({local.year:04d}-{local:%m-%d %H:%M:%S %Z})"
 
 
 def detail_line(item: TargetReport) -> str:
@@ -117,8 +128,7 @@ def detail_line(item: TargetReport) -> str:
         if a.source is Source.PROCESS_START:
             verb = "estimated expiry"
         parts.append(
-            f"{verb} {format_utc_seconds(a.not_after)} ({_local(a.not_after)}), "
-            f"{format_days(a.seconds_left)} days left"
+            f"{verb} {_utc_and_local(a.not_after)}, {format_days(a.seconds_left)} days left"
         )
     parts.append(f"source {a.source}")
     probe = item.facts.probe

@@ -6,8 +6,10 @@ without the daemon running.
 
 from __future__ import annotations
 
+import json
+import sys
 from datetime import datetime
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, TextIO
 
 from agent.config.durations import format_days
 from agent.state.records import AgentState, TargetState
@@ -104,3 +106,57 @@ def status_json(state: AgentState, path: str) -> Dict[str, Any]:
             "last_alert_at": _stamp(t.last_alert_at),
         }
     return {"path": path, "targets": targets, "restarts": len(state.restarts)}
+
+
+def show_status(config_path: Optional[str], as_json: bool, now: datetime) -> int:
+    """Given the --config path, whether to print JSON, and now, print what the
+    daemon last saw; return 0, or EXIT_UNKNOWN when there is no readable state.
+
+    Needs only state_dir: when the config cannot be read (mode 0600 for a
+    non-root user) or is invalid, the default state_dir is read instead, and
+    a note on stderr says so. With as_json every path prints one JSON object.
+    """
+    from agent.config.loader import ConfigError, default_config, load_config
+    from agent.report.output import EXIT_UNKNOWN
+    from agent.state.store import read_state, state_path
+
+    note: Optional[str] = None
+    try:
+        state_dir = load_config(config_path).state_dir
+    except ConfigError as error:
+        state_dir = default_config().state_dir
+        note = (
+            f"cannot use the configuration ({error.problems[0]}); "
+            f"reading the default state_dir {state_dir} instead"
+        )
+        print(f"kube-loopback-guard: {note}", file=sys.stderr)
+    path = state_path(state_dir)
+    try:
+        state = read_state(state_dir)
+    except FileNotFoundError:
+        problem = (
+            f"no state yet: {path} does not exist (the daemon, `kube-loopback-guard run`, "
+            "writes it after its first check; is kube-loopback-guard.service running?)"
+        )
+        _problem(problem, path, note, as_json, sys.stdout)
+        return EXIT_UNKNOWN
+    except (OSError, ValueError) as error:
+        problem = f"cannot read {path}: {error}"
+        _problem(problem, path, note, as_json, sys.stderr)
+        return EXIT_UNKNOWN
+    if as_json:
+        found = status_json(state, path)
+        found["error"] = None
+        found["config_note"] = note
+        sys.stdout.write(json.dumps(found, indent=2) + "\n")
+    else:
+        sys.stdout.write(render_status(state, path, now))
+    return 0
+
+
+def _problem(problem: str, path: str, note: Optional[str], as_json: bool, stream: TextIO) -> None:
+    if as_json:
+        body = {"path": path, "targets": {}, "restarts": 0, "error": problem, "config_note": note}
+        sys.stdout.write(json.dumps(body, indent=2) + "\n")
+    else:
+        print(problem if stream is sys.stdout else f"kube-loopback-guard: {problem}", file=stream)

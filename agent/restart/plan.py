@@ -93,6 +93,8 @@ def render_plans(plans: Sequence[TargetPlan], policy: RestartConfig) -> str:
         d = plan.decision
         left = "unknown" if a.seconds_left is None else f"{format_days(a.seconds_left)} days left"
         lines.append(f"{plan.item.target.name}: {a.state.name}, {left}")
+        if a.error:  # why the expiry is unknown or only estimated
+            lines.append(f"  {'why unknown' if a.source == 'none' else 'probe failed'}: {a.error}")
         verdict = "RESTART NOW" if d.restart else "no restart"
         lines.append(f"  decision: {verdict} ({d.reason.value}): {d.message}")
         if d.due_at is not None:

@@ -79,3 +79,9 @@ def test_utc_time_refuses(text: str, message: str) -> None:
 
     with pytest.raises(ValueError, match=message):
         parse_utc_time(text)
+
+
+def test_format_days_never_negative_zero() -> None:
+    assert format_days(-100) == "0.0"  # 100 s past expiry is not "-0.0 days"
+    assert format_days(-0.0) == "0.0"
+    assert format_days(-4400) == "-0.1"

@@ -372,3 +372,12 @@ def test_kind_and_aggregated() -> None:
         '/etc/klg.toml: targets[0].kind: must be one of "auto", "kubeadm", "k3s", "microk8s", '
         '"k0s", "openshift", "aggregated", "pod" (got "rke3")'
     ]
+
+
+def test_a_window_reports_all_its_problems_at_once() -> None:
+    found = problems(
+        '[[restart.windows]]\ndays = ["caturday"]\nstart = "2am"\nend = "25:00"\n'
+        'timezone = "Mars/Olympus"\n'
+    )
+    for key in ("days", "start", "end", "timezone"):
+        assert [p for p in found if f"restart.windows[0].{key}: " in p], (key, found)

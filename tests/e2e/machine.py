@@ -321,8 +321,15 @@ class Machine:
 
     # -- running things inside -----------------------------------------------------
 
-    def command(self, argv: Sequence[str], env: Optional[Mapping[str, str]] = None) -> List[str]:
-        """The host command line that runs argv inside the container."""
+    def command(
+        self,
+        argv: Sequence[str],
+        env: Optional[Mapping[str, str]] = None,
+        host_network: bool = False,
+    ) -> List[str]:
+        """The host command line that runs argv inside the container (in the
+        host's network namespace when host_network: to reach a package
+        registry from the booted system)."""
         assert self.leader is not None, "the container is not booted"
         variables = {**CONTAINER_ENV, **(env or {})}
         return [
@@ -331,7 +338,7 @@ class Machine:
             "--mount",
             "--uts",
             "--ipc",
-            "--net",
+            *([] if host_network else ["--net"]),
             "--pid",
             "--root",
             "--wd",
@@ -349,11 +356,12 @@ class Machine:
         timeout: float = 120,
         input: Optional[str] = None,
         env: Optional[Mapping[str, str]] = None,
+        host_network: bool = False,
     ) -> subprocess.CompletedProcess[str]:
         """Run argv inside; return the result (raise on non-zero exit when check)."""
         try:
             result = subprocess.run(
-                self.command(argv, env),
+                self.command(argv, env, host_network),
                 input=input,
                 stdin=None if input is not None else subprocess.DEVNULL,
                 capture_output=True,

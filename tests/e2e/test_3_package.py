@@ -83,7 +83,7 @@ def test_upgrade_keeps_the_changed_conffile(node: Node, tmp_path: Path) -> None:
     assert (state["ActiveState"], state["SubState"]) == ("active", "running"), state
     assert int(state["MainPID"]) != pid
     started = machine.unit_records(AGENT, STARTED, after=cursor)
-    assert len(started) == 1 and "every 0:00:03" in started[0]["MESSAGE"], started
+    assert len(started) == 1 and "every 3s" in started[0]["MESSAGE"], started
     node.wait_status("kube-apiserver: WARNING")
 
     # The release after changes the shipped conffile too: with apt's usual

@@ -4,7 +4,8 @@ a target is not OK, never one record per interval. Pure, with an injected clock.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import List, Optional, Tuple
+from pathlib import Path
+from typing import List, Optional, Set, Tuple
 
 from builders import apiserver_process, loopback_cert, probe_result, target_config
 
@@ -136,3 +137,71 @@ def test_expired_and_unknown_priorities() -> None:
     assert expired.priority == PRIORITY_CRIT
     assert expired.fields["STATE"] == "expired"
     assert int(str(expired.fields["CERT_SECONDS_LEFT"])) < 0
+
+
+def _sent_field_names() -> Set[str]:
+    """Every journal field name the agent's code sends: keyword arguments of
+    send_event/log_plain/log, and the keys of dicts that are, or extend, a
+    record's `fields`."""
+    import ast
+
+    names: Set[str] = set()
+    root = Path(__file__).resolve().parents[2] / "agent"
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                func = node.func
+                called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if called in ("send_event", "log_plain", "log"):
+                    names.update(k.arg for k in node.keywords if k.arg and k.arg.isupper())
+            targets: List[ast.expr] = []
+            value: Optional[ast.expr] = None
+            if isinstance(node, ast.Assign):
+                targets, value = node.targets, node.value
+            elif isinstance(node, ast.AnnAssign):
+                targets, value = [node.target], node.value
+            for target in targets:
+                if (
+                    isinstance(target, ast.Name)
+                    and target.id == "fields"
+                    and isinstance(value, ast.Dict)
+                ):
+                    names.update(
+                        k.value
+                        for k in value.keys
+                        if isinstance(k, ast.Constant) and isinstance(k.value, str)
+                    )
+                if (
+                    isinstance(target, ast.Subscript)
+                    and isinstance(target.value, ast.Name)
+                    and target.value.id == "fields"
+                    and isinstance(target.slice, ast.Constant)
+                ):
+                    names.add(target.slice.value)
+            if isinstance(node, ast.Dict) and any(
+                k is None and isinstance(v, ast.Name) and v.id == "fields"
+                for k, v in zip(node.keys, node.values)
+            ):
+                names.update(
+                    k.value
+                    for k in node.keys
+                    if isinstance(k, ast.Constant) and isinstance(k.value, str)
+                )
+    return names
+
+
+def test_every_journal_field_the_code_sends_is_documented() -> None:
+    from agent.report.events import JOURNAL_FIELDS
+    from agent.report.journal import TRUNCATED_FIELD
+
+    sent = _sent_field_names() - {"MESSAGE_ID"}
+    assert {
+        "TARGET",
+        "STATE",
+        "CONFIG_FILE",
+        "RESTART_OUTCOME",
+        "DRY_RUN",
+    } <= sent  # the scan works
+    assert sent - set(JOURNAL_FIELDS) == set()
+    assert set(JOURNAL_FIELDS) - sent == {TRUNCATED_FIELD}  # set by the journal itself

@@ -8,7 +8,7 @@ import stat
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Dict, List, Set
+from typing import Dict, List, Optional, Set
 
 import pytest
 from builders import apiserver_process as process
@@ -23,6 +23,7 @@ from agent.config.types import Thresholds
 from agent.judge.assess import assess
 from agent.model import CheckReport, State, TargetFacts, TargetReport
 from agent.report.metrics import format_value, render_metrics, write_metrics
+from agent.state.records import RestartRecord
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 THRESHOLDS = Thresholds(warning=timedelta(days=60), critical=timedelta(days=14))
@@ -37,6 +38,7 @@ FAMILIES = {
     P + "state",
     P + "process_start_time_seconds",
     P + "livez_check",
+    P + "restart_last_outcome",
     P + "last_check_timestamp_seconds",
     P + "build_info",
 }
@@ -352,3 +354,57 @@ def test_reader_never_sees_a_partial_file(tmp_path: Path) -> None:
     assert len(set(sizes)) > 1, "the reader saw only one version"
     assert path.read_text() == texts[-1]
     assert os.listdir(tmp_path) == ["kube_loopback_guard.prom"]
+
+
+def restart_record(target: str, at: datetime, phase: str, outcome: Optional[str]) -> RestartRecord:
+    return RestartRecord(
+        target=target,
+        at=at,
+        phase=phase,
+        outcome=outcome,
+        old_not_after=None,
+        new_not_after=None,
+        detail="due",
+    )
+
+
+def outcome_of(families: Dict[str, List[Sample]], target: str) -> str:
+    ones = [
+        s.labels["outcome"]
+        for s in families[P + "restart_last_outcome"]
+        if s.labels["target"] == target and s.value == 1.0
+    ]
+    assert len(ones) == 1, ones
+    return ones[0]
+
+
+def test_restart_outcome_and_interval_for_the_alert_rules() -> None:
+    name = PROBED.target.name
+    assert outcome_of(parse(render_metrics(REPORT)), name) == "none"
+    assert P + "interval_seconds" not in parse(render_metrics(REPORT))
+    earlier = NOW - timedelta(days=2)
+    cases = [
+        ([restart_record(name, earlier, "done", "succeeded")], "succeeded"),
+        ([restart_record(name, earlier, "done", "failed")], "failed"),
+        # An intent never finished: the agent died between acting and verifying.
+        ([restart_record(name, earlier, "intent", None)], "unverified"),
+        # A later restart blocked before acting does not hide the failure.
+        (
+            [
+                restart_record(name, earlier, "done", "failed"),
+                restart_record(name, NOW, "done", "blocked"),
+            ],
+            "failed",
+        ),
+        # Another target's record is not this one's.
+        ([restart_record("other", earlier, "done", "failed")], "none"),
+    ]
+    for records, expected in cases:
+        families = parse(render_metrics(REPORT, timedelta(minutes=5), records))
+        assert outcome_of(families, name) == expected, records
+        (interval,) = families[P + "interval_seconds"]
+        assert interval.value == 300.0
+    families = parse(render_metrics(REPORT, None, cases[1][0]))
+    (when,) = [s for s in families[P + "restart_last_timestamp_seconds"]]
+    assert when.labels == {"target": name}
+    assert when.value == earlier.timestamp()

@@ -214,3 +214,26 @@ def test_summary_names_at_most_five_per_state() -> None:
     assert summary == (
         "8 apiservers: 8 WARNING (t0, 30 d; t1, 30 d; t2, 30 d; t3, 30 d; t4, 30 d; and 3 more)"
     )
+
+
+@pytest.mark.parametrize(
+    ("zone", "expected"),
+    [
+        ("UTC", "expires 2027-01-08 12:00:00 UTC, 40.0 days left"),
+        ("Etc/UTC", "expires 2027-01-08 12:00:00 UTC, 40.0 days left"),
+        ("Europe/Berlin", "expires 2027-01-08 12:00:00 UTC (2027-01-08 13:00:00 CET), 40.0 days"),
+    ],
+)
+def test_local_time_only_when_it_differs(
+    zone: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        text = render_text(report(item("api", timedelta(days=40))))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert expected in text, text

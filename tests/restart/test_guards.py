@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 from apiserver_peer import ApiserverPeer
 from conftest import Spawn
-from test_journal import FakeJournald
+from journald import FakeJournald
 
 from agent.config.loader import default_config
 from agent.config.types import RestartConfig, RestartMethod

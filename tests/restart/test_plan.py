@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -235,5 +236,20 @@ def test_plan_at_judges_state_days_and_decision_at_that_time(
 @pytest.mark.parametrize("bad", ["yesterday", "2026-12-05T01:00:00"])
 def test_plan_at_needs_an_rfc3339_time(tmp_path: Path, bad: str) -> None:
     result = klg("plan", "--config", config(tmp_path, 1), "--at", bad)
-    assert result.returncode == 2
+    assert result.returncode == 64  # EX_USAGE, not restart's "failed" (2)
     assert "--at" in result.stderr
+
+
+def test_plan_explains_unknown(tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    path = config(tmp_path, port)
+    # No process to estimate from (another test's kube-apiserver may be running).
+    text = Path(path).read_text().replace('name = "api"\n', 'name = "api"\nprocess_name = ""\n')
+    Path(path).write_text(text)
+    result = klg("plan", "--config", path)
+    assert result.returncode == 0, result.stderr
+    assert "api: UNKNOWN" in result.stdout
+    assert "decision: no restart (unknown-expiry)" in result.stdout
+    assert re.search(r"\n  why unknown: .*(refused|connect)", result.stdout), result.stdout

@@ -23,8 +23,8 @@ import pytest
 from apiserver_peer import ApiserverPeer
 from conftest import Spawn, StandinFactory
 from faulty_peers import wait_until
+from journald import FakeJournald
 from supervisor import Supervisors
-from test_journal import FakeJournald
 
 from agent.check import run_check
 from agent.config.loader import parse_config
