@@ -145,10 +145,10 @@ def _windows(errors: _Collector, raw: Dict[str, Any]) -> List[MaintenanceWindow]
     for index, entry in enumerate(errors.entries(raw, table, "restart.")):
         # Imported here: a config without windows (every `check`) needs no zoneinfo.
         from agent.judge.window import (
-            MaintenanceWindow,
             WindowError,
             parse_clock,
             parse_days,
+            parse_window,
             parse_zone,
         )
 
@@ -169,14 +169,14 @@ def _windows(errors: _Collector, raw: Dict[str, Any]) -> List[MaintenanceWindow]
             except WindowError as error:
                 errors.add(prefix + error.field, str(error), entry.get(error.field))
         if len(parts) == 4:
-            windows.append(
-                MaintenanceWindow(
-                    days=parts["days"],
-                    start=parts["start"],
-                    end=parts["end"],
-                    zone=parts["timezone"],
+            # Each value is valid; parse_window adds the rules between them
+            # (an end equal to the start is refused).
+            try:
+                windows.append(
+                    parse_window(values["days"], values["start"], values["end"], values["timezone"])
                 )
-            )
+            except WindowError as error:
+                errors.add(prefix + error.field, str(error), entry.get(error.field))
     return windows
 
 
