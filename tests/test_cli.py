@@ -424,7 +424,8 @@ def test_restart_dry_run_force_names_the_target_once(
     tmp_path: Path, standin: StandinFactory
 ) -> None:
     api = standin(expires_in=timedelta(days=300))
-    config = config_for(tmp_path, api.port, extra="[restart]\nenabled = true\n")
+    window = '[[restart.windows]]\ndays = ["sun"]\nstart = "02:00"\nend = "04:00"\n'
+    config = config_for(tmp_path, api.port, extra="[restart]\nenabled = true\n" + window)
     result = klg("restart", "--config", config, "--dry-run", "--force")
     assert result.stdout.count("api0") == 1, result.stdout
 
