@@ -176,6 +176,14 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return check
 
 
+def _method(value: Any) -> RestartMethod:
+    return RestartMethod(_method_words(value))
+
+
+_method_words = _choice(*(m.value for m in RestartMethod))
+_method.choices = _method_words.choices  # type: ignore[attr-defined]
+
+
 def choices_of(kind: str) -> Optional[Tuple[str, ...]]:
     """Given a value kind, return its allowed values if it is a choice, else None."""
     found: Optional[Tuple[str, ...]] = getattr(KINDS[kind], "choices", None)
@@ -206,9 +214,7 @@ KINDS: Dict[str, Callable[[Any], Any]] = {
     "target-names": target_names,
     "days": days,
     "peer-urls": peer_urls,
-    "restart-method": lambda value: RestartMethod(
-        _choice(*(m.value for m in RestartMethod))(value)
-    ),
+    "restart-method": _method,
     "target-kind": _choice(
         "auto", "kubeadm", "k3s", "microk8s", "k0s", "openshift", "aggregated", "pod"
     ),
