@@ -19,6 +19,7 @@ from agent.observe.probe import probe
 from agent.report.journal import open_journal
 from agent.restart.edges import RestartEdges
 from agent.restart.guards import Guards
+from agent.restart.methods import kubelet_problem
 
 
 @pytest.fixture
@@ -71,6 +72,8 @@ def test_with_credentials_the_peer_must_answer_ok(journald: FakeJournald, tmp_pa
 def test_blocking_command_and_kubelet(journald: FakeJournald, spawn: Spawn) -> None:
     assert guards(journald, blocking_command=("/bin/false",)).ask({}).command_problem
     static = guards(journald, method=RestartMethod.STATIC_POD)
+    if kubelet_problem() is None:
+        pytest.skip("a process named kubelet runs on this machine (another test's?)")
     assert static.ask({}).kubelet_problem == (
         "kubelet is not running: a stopped apiserver would not be started again"
     )

@@ -37,6 +37,7 @@ from agent.observe.probe import probe
 from agent.report.events import MESSAGE_IDS, EventKind
 from agent.report.journal import open_journal
 from agent.restart.edges import RestartEdges
+from agent.restart.methods import kubelet_problem
 from agent.restart.restarter import Restarter, RestartOutcome
 from agent.state.records import RestartResult, last_restart
 from agent.state.store import RestartLock, read_state
@@ -494,6 +495,8 @@ def test_static_pod_restart_is_refused_while_the_kubelet_is_down(
 ) -> None:
     kubelet.kill()
     kubelet.wait()
+    if kubelet_problem() is None:
+        pytest.skip("a process named kubelet runs on this machine (another test's?)")
     api = supervisors.start()
     old_pid = api.wait_for_child()
     r = rig(api.port)
