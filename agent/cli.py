@@ -139,7 +139,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from agent.config.loader import ConfigError
+    from agent.config.loader import ConfigError, config_notes
     from agent.config.schema import render_example
 
     if args.example:
@@ -151,6 +151,8 @@ def cmd_config(args: argparse.Namespace) -> int:
         return _config_error(error, EXIT_CONFIG)
     where = config.path or f"built-in defaults ({DEFAULT_CONFIG_PATH} is absent)"
     print(f"configuration OK: {where}")
+    for note in config_notes(config):
+        print(note)
     return 0
 
 
@@ -225,6 +227,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from agent.observe.discover import ProcessFinder
     from agent.observe.probe import probe
     from agent.report.journal import open_journal
+    from agent.restart.edges import RestartEdges
     from agent.restart.plan import make_plans, node_name, plans_json, render_plans
     from agent.restart.restarter import Restarter
 
@@ -232,17 +235,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if isinstance(prepared, int):
         return prepared
     config, targets, state = prepared
+    checked_at = _now()
+    at: datetime = args.at or checked_at
+    # The certificate is read now; its state, the days left and the decision
+    # are judged at `at`.
     report = only_target(
-        run_check(targets, config.thresholds, ProcessFinder(), probe, _now), args.target
+        run_check(targets, config.thresholds, ProcessFinder(), probe, lambda: at), args.target
     )
     node = node_name()
     ask = None
     if args.at is None:
-        restarter = Restarter(config, open_journal(), probe, node, _now)
-        ask = restarter.read_only_guards
-    plans = make_plans(report, config, state, node, args.at or _now(), ask)
+        edges = RestartEdges(probe)
+        ask = Restarter(config, open_journal(), node, _now, edges).read_only_guards
+    plans = make_plans(report, config, state, node, at, ask)
     if args.json:
-        sys.stdout.write(json.dumps(plans_json(plans), indent=2) + "\n")
+        document = plans_json(plans, config.restart, checked_at, at)
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
         sys.stdout.write(render_plans(plans, config.restart))
     return 0
@@ -255,6 +263,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
     from agent.observe.discover import ProcessFinder
     from agent.observe.probe import probe
     from agent.report.journal import open_journal
+    from agent.restart.edges import RestartEdges
     from agent.restart.plan import forced, make_plans, node_name
     from agent.restart.restarter import Restarter
 
@@ -268,14 +277,14 @@ def cmd_restart(args: argparse.Namespace) -> int:
         run_check(targets, config.thresholds, ProcessFinder(), probe, _now), args.target
     )
     node = node_name()
-    restarter = Restarter(config, open_journal(), probe, node, _now)
+    restarter = Restarter(config, open_journal(), node, _now, RestartEdges(probe))
     for plan in make_plans(report, config, state, node, _now()):
         decision = forced(plan.decision) if args.force else plan.decision
         name = plan.item.target.name
         if not decision.restart:
             print(f"{name}: no restart ({decision.reason.value}): {decision.message}")
             continue
-        outcome = restarter.run(plan.item, decision)
+        outcome = restarter.run(plan.item, decision, force=args.force, seen_last=plan.last_restart)
         # Some details already start with the name (the dry run's journal text).
         detail = outcome.detail
         print(detail if detail.startswith(f"{name}: ") else f"{name}: {detail}")
@@ -283,6 +292,38 @@ def cmd_restart(args: argparse.Namespace) -> int:
             return 1
         return 0 if outcome.succeeded else 2
     return 1
+
+
+def cmd_lease(args: argparse.Namespace) -> int:
+    from agent.config.loader import ConfigError
+    from agent.kube.kubeconfig import KubeconfigError
+    from agent.kube.lease import LeaseError
+    from agent.restart.lease_holder import open_lease
+    from agent.restart.plan import node_name
+
+    try:
+        config = _load(args)
+    except ConfigError as error:
+        return _config_error(error, EXIT_CONFIG)
+    try:
+        lease = open_lease(config.restart, node_name())
+        if lease is None:
+            print("no [restart.lease] is configured: there is no lease to release")
+            return 1
+        where = f"lease {lease.namespace}/{lease.name}"
+        holder = lease.holder()
+        if holder != lease.identity:
+            print(
+                f"{where} is not held by {lease.identity} (holder: {holder or 'nobody'}); "
+                "nothing released"
+            )
+            return 1
+        lease.release(_now())
+    except (LeaseError, KubeconfigError, ValueError) as error:
+        print(f"kube-loopback-guard: {error}", file=sys.stderr)
+        return 2
+    print(f"{where} released (was held by {lease.identity}): another master may restart now")
+    return 0
 
 
 def _select(config: Config, name: Optional[str]) -> tuple[TargetConfig, ...]:
@@ -423,6 +464,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restart.add_argument("--dry-run", action="store_true", help="decide and log, never act")
     restart.set_defaults(handler=cmd_restart, parser=restart)
+
+    lease = verbs.add_parser(
+        "lease",
+        parents=[common],
+        help="release the restart lease this node holds after a failed restart",
+        description=(
+            "After a failed or unverified restart the agent keeps the [restart.lease] "
+            "Lease, so no other master restarts while this one is down; it releases it "
+            "by itself once this node's apiserver is verified healthy with a renewed "
+            "certificate. `lease release` releases it now, when a person has dealt with "
+            "the failure (the daemon stops renewing it once it sees it released). "
+            "Exit 0 released, 1 not held by this node, 2 the API server "
+            "could not be asked."
+        ),
+    )
+    lease.add_argument("action", choices=["release"], help="what to do with the lease")
+    lease.set_defaults(handler=cmd_lease)
 
     status = verbs.add_parser(
         "status",

@@ -295,11 +295,10 @@ class Daemon:
     def _check_budget(self) -> float:
         """Seconds a check (and the one restart it may carry out) may take."""
         budget = sum(t.timeout.total_seconds() for t in self.config.targets) + self.hung_margin
-        policy = self.config.restart
-        if policy.enabled:
-            # guards, pre_hook, method, post_hook, then verification
-            budget += 4 * policy.command_timeout.total_seconds()
-            budget += policy.ready_timeout.total_seconds() + 60
+        if self.config.restart.enabled:  # the default loads no restart machinery
+            from agent.restart.restarter import Restarter
+
+            budget += Restarter.budget_for(self.config.restart)
         return budget
 
     def run(self) -> int:

@@ -119,7 +119,8 @@ class ApiserverPeer:
     """The stand-in; use as a context manager.
 
     `tokens` maps bearer tokens to user names; client certificates from
-    `client_ca` authenticate as their CN. `deny` maps a user to the verbs
+    `client_ca` authenticate as their CN. `anonymous=False` answers /readyz
+    with 401 to requests without credentials (`--anonymous-auth=false`). `deny` maps a user to the verbs
     (get, create, update) it is forbidden. `chunked=True` sends bodies with
     chunked transfer encoding, as Go does for larger responses.
     """
@@ -131,12 +132,15 @@ class ApiserverPeer:
         tokens: Optional[Mapping[str, str]] = None,
         deny: Optional[Mapping[str, FrozenSet[str]]] = None,
         chunked: bool = False,
+        anonymous: bool = True,
     ) -> None:
         self.serving: LoopbackPair = make_serving_pair(datetime.now(timezone.utc), "ec")
         self.client_ca = ClientCa()
         self.tokens = dict(tokens or {})
         self.deny = dict(deny or {})
         self.chunked = chunked
+        # False: --anonymous-auth=false, /readyz answers 401 without credentials.
+        self.anonymous = anonymous
         self.lock = threading.Lock()
         self.leases: Dict[Tuple[str, str], Dict[str, Any]] = {}
         self.log: List[Tuple[str, str, int, Optional[str]]] = []  # method, path, status, user
@@ -425,7 +429,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         peer = self.server.peer
         if method == "GET" and self.path == "/readyz":
-            self._send(200, b"ok", "text/plain; charset=utf-8")
+            user = self._user()
+            with peer.lock:
+                peer.log.append((method, self.path, 200 if user or peer.anonymous else 401, user))
+            if user is None and not peer.anonymous:
+                body = json.dumps(status_body(401, "Unauthorized", "Unauthorized")).encode()
+                self._send(401, body, "application/json")
+            else:
+                self._send(200, b"ok", "text/plain; charset=utf-8")
             return
         body: Any = None
         length = int(self.headers.get("Content-Length") or 0)

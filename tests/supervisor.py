@@ -8,7 +8,8 @@ kube-apiserver flags the stand-in ignores, then FLAGS, where
 DIR/kube-apiserver is a symlink to the real interpreter, so the child's
 /proc/PID/comm reads kube-apiserver, and each start generates a new loopback
 certificate. Once the child prints its "listening on" line, its PID is written
-to DIR/child.pid. When it exits, a new one starts `--delay` seconds later.
+to DIR/child.pid. When it exits, a new one starts `--delay` seconds later,
+with the flags in DIR/next-flags added when that file exists.
 SIGTERM or SIGINT ends the child, then the supervisor.
 
 From tests, `Supervisors` starts supervisors, each in a session of its own,
@@ -85,8 +86,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     while not stopping:
+        # DIR/next-flags, when a test writes it, adds flags to the next starts
+        # (a new version with another lifetime, say).
+        extra = state / "next-flags"
+        more = extra.read_text().split() if extra.exists() else []
         child = subprocess.Popen(
-            argv_child, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env, cwd=REPO
+            [*argv_child, *more],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            env=env,
+            cwd=REPO,
         )
         try:
             if _listening(child, stopping):

@@ -192,6 +192,23 @@ def test_config_verb(tmp_path: Path) -> None:
     assert f"{bad}: interval: must be a duration" in result.stderr
 
 
+def test_config_notes_a_restart_due_only_after_warning(tmp_path: Path) -> None:
+    window = '[[restart.windows]]\ndays = ["sun"]\nstart = "02:00"\nend = "04:00"\n'
+    quiet = tmp_path / "quiet.toml"
+    # The default before_expiry (90d) is longer than the warning threshold (60d).
+    quiet.write_text("[restart]\nenabled = true\n" + window)
+    result = klg("config", "--config", str(quiet))
+    assert result.returncode == 0 and "note:" not in result.stdout
+    late = tmp_path / "late.toml"
+    late.write_text('[restart]\nenabled = true\nbefore_expiry = "30d"\n' + window)
+    result = klg("config", "--config", str(late))
+    assert result.returncode == 0
+    assert (
+        "note: restart.before_expiry (30d) is not longer than thresholds.warning (60d): "
+        "WARNING will be raised before the agent restarts the apiserver"
+    ) in result.stdout
+
+
 def test_run_refuses_invalid_config_with_78(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("nope = 1\n")
@@ -407,7 +424,8 @@ def test_restart_dry_run_force_names_the_target_once(
     tmp_path: Path, standin: StandinFactory
 ) -> None:
     api = standin(expires_in=timedelta(days=300))
-    config = config_for(tmp_path, api.port, extra="[restart]\nenabled = true\n")
+    window = '[[restart.windows]]\ndays = ["sun"]\nstart = "02:00"\nend = "04:00"\n'
+    config = config_for(tmp_path, api.port, extra="[restart]\nenabled = true\n" + window)
     result = klg("restart", "--config", config, "--dry-run", "--force")
     assert result.stdout.count("api0") == 1, result.stdout
 

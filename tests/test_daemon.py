@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from conftest import StandinFactory
+from apiserver_peer import ApiserverPeer
+from conftest import Spawn, StandinFactory
 from journald import FakeJournald
 
 from agent.report.events import MESSAGE_IDS, EventKind
@@ -392,13 +393,14 @@ command_timeout = "10s"
 [[restart.windows]]
 days = {days}
 start = "00:00"
-end = "00:00"
+end = "24:00"
 """
 
 
 def test_inside_a_window_exactly_one_restart(
-    start_agent: Callable[..., Agent], supervisors: Supervisors
+    start_agent: Callable[..., Agent], supervisors: Supervisors, spawn: Spawn
 ) -> None:
+    spawn("kubelet")  # static pods: kubelet starts the new apiserver
     api = supervisors.start()  # 20-day certificate: due (before_expiry 30d)
     old = api.wait_for_child()
     every_day = '["mon", "tue", "wed", "thu", "fri", "sat", "sun"]'
@@ -449,3 +451,32 @@ def test_outside_the_window_no_restart(
     planned = agent.with_id(EventKind.RESTART_PLANNED)
     assert len(planned) == 1  # on change, not every interval
     assert agent.with_id(EventKind.RESTART_STARTED) == []
+
+
+def test_a_failed_restart_holds_the_lease_and_status_says_so(
+    start_agent: Callable[..., Agent], supervisors: Supervisors, spawn: Spawn, tmp_path: Path
+) -> None:
+    spawn("kubelet")
+    # Every start serves a certificate dated a day ago: verification fails.
+    stale = (datetime.now(timezone.utc) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    api = supervisors.start(f"--generated-at={stale}")
+    api.wait_for_child()
+    every_day = '["mon", "tue", "wed", "thu", "fri", "sat", "sun"]'
+    with ApiserverPeer() as peer:
+        kubeconfig = peer.kubeconfig(tmp_path, user="master-1")
+        lease = (
+            f'[restart.lease]\nkubeconfig = "{kubeconfig}"\nname = "klg"\nidentity = "master-1"\n'
+        )
+        extra = RESTART_IN_WINDOW.format(days=every_day).replace('"30s"', '"10s"') + lease
+        agent = start_agent(api.port, interval="2s", process_name="kube-apiserver", extra=extra)
+        holding = "restart failed; holding lease kube-system/klg so no other master restarts"
+        # After the failure, every check renews the lease and STATUS says why.
+        first = agent.notify.wait_for(lambda m: holding in m.get("STATUS", ""), timeout=60)
+        stored = peer.lease("kube-system", "klg")
+        assert stored is not None and stored["spec"]["holderIdentity"] == "master-1"
+        renewed = stored["spec"]["renewTime"]
+        agent.notify.wait_for(lambda m: holding in m.get("STATUS", ""), after=first + 1)
+        stored = peer.lease("kube-system", "klg")
+        assert stored is not None and stored["spec"]["renewTime"] > renewed
+        assert len(agent.with_id(EventKind.RESTART_FAILED)) == 1
+        assert any(r.get("MESSAGE") == holding for r in agent.journal())

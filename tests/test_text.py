@@ -241,7 +241,7 @@ def test_a_lease_holder_with_newlines_is_shown_as_one_line(tmp_path: Path) -> No
         )
         client = LeaseClient(load_kubeconfig(str(peer.kubeconfig(tmp_path, user="node-a"))))
         lock = Lease(client, "kube-system", "klg", timedelta(minutes=15), identity="node-a")
-        assert lock.holder(now) == "node-b\\nWATCHDOG=trigger"
+        assert lock.holder() == "node-b\\nWATCHDOG=trigger"
         assert not lock.acquire(now)
 
 

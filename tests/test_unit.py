@@ -44,6 +44,9 @@ def test_unit_has_what_the_daemon_relies_on() -> None:
     ):
         assert re.search(rf"(?m)^{re.escape(line)}$", text), line
     assert re.search(r"(?m)^WatchdogSec=\S+", text)
+    # Room for a Go crictl: its runtime starts about a thread per CPU (issue 8.6).
+    tasks = re.search(r"(?m)^TasksMax=(\d+)$", text)
+    assert tasks is not None and int(tasks.group(1)) >= 128
     assert re.search(r"(?m)^RestrictAddressFamilies=.*AF_INET6", text)
     # ProtectProc=invisible / ProcSubset=pid would hide the apiserver or
     # /proc/stat (psutil needs the boot time from it).

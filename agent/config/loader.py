@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from agent.config import DEFAULT_CONFIG_PATH as DEFAULT_CONFIG_PATH
+from agent.config.durations import format_duration
 from agent.config.schema import TOP, Table, children_of, table_named
 from agent.config.trust import trust_problems
 from agent.config.types import (
@@ -21,6 +22,7 @@ from agent.config.types import (
     LeaseConfig,
     MetricsConfig,
     RestartConfig,
+    RestartMethod,
     TargetConfig,
     Thresholds,
 )
@@ -143,10 +145,10 @@ def _windows(errors: _Collector, raw: Dict[str, Any]) -> List[MaintenanceWindow]
     for index, entry in enumerate(errors.entries(raw, table, "restart.")):
         # Imported here: a config without windows (every `check`) needs no zoneinfo.
         from agent.judge.window import (
-            MaintenanceWindow,
             WindowError,
             parse_clock,
             parse_days,
+            parse_window,
             parse_zone,
         )
 
@@ -167,14 +169,14 @@ def _windows(errors: _Collector, raw: Dict[str, Any]) -> List[MaintenanceWindow]
             except WindowError as error:
                 errors.add(prefix + error.field, str(error), entry.get(error.field))
         if len(parts) == 4:
-            windows.append(
-                MaintenanceWindow(
-                    days=parts["days"],
-                    start=parts["start"],
-                    end=parts["end"],
-                    zone=parts["timezone"],
+            # Each value is valid; parse_window adds the rules between them
+            # (an end equal to the start is refused).
+            try:
+                windows.append(
+                    parse_window(values["days"], values["start"], values["end"], values["timezone"])
                 )
-            )
+            except WindowError as error:
+                errors.add(prefix + error.field, str(error), entry.get(error.field))
     return windows
 
 
@@ -198,14 +200,17 @@ def _restart(
         # Discovered apiservers are named only at check time ("k3s", "ns/pod").
         if name not in target_names and not discovering:
             errors.add("restart.targets", f"names no configured target {name!r}", name)
-    if values["method"] == "command" and not values["command"]:
+    if values["method"] is RestartMethod.COMMAND and not values["command"]:
         errors.add("restart.command", 'is required when method = "command"', show_value=False)
-    if values["method"] == "systemd" and not values["unit"]:
+    if values["method"] is RestartMethod.SYSTEMD and not values["unit"]:
         errors.add("restart.unit", 'is required when method = "systemd"', values["unit"])
-    if values["enabled"] and not windows and values["when_expired"] == "window":
+    if values["enabled"] and not windows and not section.get("windows"):
+        # Without a window it would restart only after expiry, once the outage has begun.
         errors.add(
             "restart.windows",
-            'is empty: with when_expired = "window" nothing would ever be restarted',
+            "is empty: with enabled = true at least one [[restart.windows]] is required "
+            "(without one a restart would only happen after expiry, once the outage has "
+            'begun); a whole day is start = "00:00", end = "24:00"',
             show_value=False,
         )
     return RestartConfig(**values, windows=tuple(windows), lease=lease)
@@ -246,6 +251,16 @@ def build_config(raw: Dict[str, Any], path: str) -> Config:
     targets = _targets(errors, raw)
     names = [t["name"] for t in targets if t["name"]]
     restart = _restart(errors, raw, names, any(_discovers_all(t) for t in targets))
+    critical = thresholds["critical"]
+    if restart is not None and critical is not None and restart.before_expiry <= critical:
+        section = raw.get("restart", {})
+        errors.add(
+            "restart.before_expiry",
+            "must be longer than thresholds.critical "
+            f"({raw.get('thresholds', {}).get('critical', '14d')}): a restart due only "
+            "after CRITICAL would come too late to prevent the alarm",
+            section.get("before_expiry", "90d") if isinstance(section, dict) else None,
+        )
     if errors.problems or restart is None:
         raise ConfigError(errors.problems or [f"{path}: invalid [restart] table"])
     return Config(
@@ -298,6 +313,22 @@ def load_config(path: Optional[str] = None) -> Config:
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def config_notes(config: Config) -> List[str]:
+    """Given a valid config, return what is allowed but worth saying: a
+    before_expiry not longer than thresholds.warning means WARNING is raised
+    before the agent restarts, so it no longer means "a person must act"."""
+    notes = []
+    restart = config.restart
+    if restart.enabled and restart.before_expiry <= config.thresholds.warning:
+        notes.append(
+            f"note: restart.before_expiry ({format_duration(restart.before_expiry)}) is not "
+            f"longer than thresholds.warning ({format_duration(config.thresholds.warning)}): "
+            "WARNING will be raised "
+            "before the agent restarts the apiserver"
+        )
+    return notes
 
 
 def default_config() -> Config:

@@ -199,6 +199,14 @@ RESTART = Table(
         ),
         Option("unit", "string", "kube-apiserver.service", "The unit, for method systemd."),
         Option(
+            "runtime_endpoint",
+            "string",
+            "",
+            "For method static-pod: the CRI endpoint passed to crictl as --runtime-endpoint,\n"
+            'e.g. "unix:///run/containerd/containerd.sock"; empty = crictl\'s own default\n'
+            "(/etc/crictl.yaml). The kubelet must be running, or the restart is refused.",
+        ),
+        Option(
             "command",
             "argv",
             (),
@@ -214,8 +222,11 @@ RESTART = Table(
         Option(
             "before_expiry",
             "threshold",
-            "30d",
-            "Due when less than this is left on the loopback certificate (at most 3650d).",
+            "90d",
+            "Due when less than this is left on the loopback certificate (at most 3650d).\n"
+            "Longer than thresholds.critical (refused otherwise); by default longer than\n"
+            "thresholds.warning too, so a guarded apiserver is restarted before anyone\n"
+            'is warned and WARNING keeps meaning "a person must act".',
         ),
         Option(
             "min_interval",
@@ -260,7 +271,16 @@ RESTART = Table(
             "peer_ca",
             "optional-path",
             "",
-            "CA file to verify peers; empty = no verification (/readyz is public).",
+            "CA file to verify peers without credentials; empty = no verification.",
+        ),
+        Option(
+            "peer_kubeconfig",
+            "optional-path",
+            "",
+            "Kubeconfig whose CA and credentials ask the peers' /readyz (which must\n"
+            "answer ok); empty = [restart.lease] kubeconfig when a lease is configured,\n"
+            "else none: without credentials a peer answering 401/403 (anonymous access\n"
+            "off) counts as serving, its readiness not visible.",
         ),
         Option(
             "blocking_command",
@@ -282,8 +302,9 @@ RESTART_WINDOWS = Table(
     name="restart.windows",
     description=(
         "Maintenance windows; restarts happen only inside one (unless expired\n"
-        'with when_expired "immediately"). A window over midnight belongs to the\n'
-        "day it starts."
+        'with when_expired "immediately"). At least one is required when enabled.\n'
+        "A window over midnight belongs to the day it starts (unlike kured, whose\n"
+        "window belongs to the current weekday)."
     ),
     array=True,
     default_entries=0,
@@ -301,7 +322,8 @@ RESTART_WINDOWS = Table(
             "end",
             "string",
             "",
-            "Local end time, HH:MM; before start = crosses midnight; equal = 24 hours.",
+            'Local end time, HH:MM or "24:00"; before start = crosses midnight;\n'
+            'equal to start is refused (a whole day is "00:00" to "24:00").',
             example="04:00",
             required=True,
         ),
@@ -319,7 +341,10 @@ RESTART_LEASE = Table(
     name="restart.lease",
     description=(
         "Optional: one master at a time, cluster-wide, through a\n"
-        "coordination.k8s.io/v1 Lease (RBAC in README)."
+        "coordination.k8s.io/v1 Lease (RBAC in README). Released after a verified\n"
+        "restart; after a failed one it is kept (and renewed) until this apiserver\n"
+        "is verified healthy, or `kube-loopback-guard lease release`. Its kubeconfig\n"
+        "also asks the peers' /readyz unless [restart] peer_kubeconfig is set."
     ),
     optional=True,
     options=(
@@ -335,7 +360,8 @@ RESTART_LEASE = Table(
             "duration",
             "lease-duration",
             "15m",
-            "leaseDurationSeconds: a lease left by a dead agent expires after this (at most 1d).",
+            "leaseDurationSeconds: another master takes over a lease left by a dead\n"
+            "agent once it has stayed unchanged this long (at most 1d).",
         ),
         Option(
             "identity",

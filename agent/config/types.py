@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import Enum
 from typing import TYPE_CHECKING, Optional, Tuple
 
 # Every dataclass here has a docstring: without one, @dataclass computes a
@@ -15,6 +16,19 @@ from typing import TYPE_CHECKING, Optional, Tuple
 
 if TYPE_CHECKING:  # `check` needs no window machinery (zoneinfo) to load a config
     from agent.judge.window import MaintenanceWindow
+
+
+class RestartMethod(str, Enum):
+    """How the apiserver is restarted (`[restart] method`)."""
+
+    SYSTEMD = "systemd"
+    STATIC_POD = "static-pod"
+    COMMAND = "command"
+    SIGNAL = "signal"  # SIGTERM to the verified PID (k0s's supervisor respawns it)
+    AUTO = "auto"  # each target kind's own way
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -85,7 +99,7 @@ class RestartConfig:
 
     enabled: bool
     dry_run: bool
-    method: str  # "systemd" | "static-pod" | "command"
+    method: RestartMethod
     unit: str
     command: Tuple[str, ...]
     targets: Tuple[str, ...]  # empty = every target
@@ -97,6 +111,8 @@ class RestartConfig:
     command_timeout: timedelta
     peers: Tuple[str, ...]
     peer_ca: str
+    peer_kubeconfig: str  # "" = the lease's kubeconfig, if any
+    runtime_endpoint: str  # "" = crictl's default
     blocking_command: Tuple[str, ...]
     pre_hook: Tuple[str, ...]
     post_hook: Tuple[str, ...]
@@ -105,6 +121,13 @@ class RestartConfig:
 
     def applies_to(self, target: str) -> bool:
         return not self.targets or target in self.targets
+
+    @property
+    def peer_credentials(self) -> str:
+        """The kubeconfig that asks the peers' /readyz, or "" for none."""
+        if self.peer_kubeconfig:
+            return self.peer_kubeconfig
+        return self.lease.kubeconfig if self.lease is not None else ""
 
 
 @dataclass(frozen=True)

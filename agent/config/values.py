@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from agent.config.durations import parse_duration
+from agent.config.types import RestartMethod
 from agent.model import MAX_LIFETIME
 
 # Matched with fullmatch: "$" would also match before a trailing newline.
@@ -175,6 +176,14 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return check
 
 
+def _method(value: Any) -> RestartMethod:
+    return RestartMethod(_method_words(value))
+
+
+_method_words = _choice(*(m.value for m in RestartMethod))
+_method.choices = _method_words.choices  # type: ignore[attr-defined]
+
+
 def choices_of(kind: str) -> Optional[Tuple[str, ...]]:
     """Given a value kind, return its allowed values if it is a choice, else None."""
     found: Optional[Tuple[str, ...]] = getattr(KINDS[kind], "choices", None)
@@ -205,7 +214,7 @@ KINDS: Dict[str, Callable[[Any], Any]] = {
     "target-names": target_names,
     "days": days,
     "peer-urls": peer_urls,
-    "restart-method": _choice("systemd", "static-pod", "command", "signal", "auto"),
+    "restart-method": _method,
     "target-kind": _choice(
         "auto", "kubeadm", "k3s", "microk8s", "k0s", "openshift", "aggregated", "pod"
     ),

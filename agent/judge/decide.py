@@ -3,8 +3,9 @@
 Assessment + restart policy + restart history + now in, a RestartDecision
 with a reason code out. Reasons, in order of precedence: disabled,
 unknown-expiry, not-due, too-soon, expired, outside-window, due. Guards
-(peers, blocking command, lease) are looked at only when the answer is
-"restart", and can turn it into blocked-peer, blocked-command or lease-held.
+(peers, blocking command, the kubelet for static pods, lease) are looked at
+only when the answer is "restart", and can turn it into blocked-peer,
+blocked-command, kubelet-down or lease-held.
 The same words go to the journal, to STATUS= and to `plan`.
 """
 
@@ -32,6 +33,7 @@ class Reason(str, Enum):
     DUE = "due"
     BLOCKED_PEER = "blocked-peer"
     BLOCKED_COMMAND = "blocked-command"
+    KUBELET_DOWN = "kubelet-down"
     LEASE_HELD = "lease-held"
 
 
@@ -68,6 +70,7 @@ class GuardResults:
 
     peer_problem: Optional[str] = None
     command_problem: Optional[str] = None
+    kubelet_problem: Optional[str] = None  # static pods: nobody would start it again
     lease_holder: Optional[str] = None
 
 
@@ -82,20 +85,18 @@ def node_delay(node: str, window_start: datetime, random_delay: timedelta) -> ti
     return timedelta(seconds=int.from_bytes(digest[:8], "big") % seconds)
 
 
-def next_opening(
+def node_opening(
     windows: Sequence[MaintenanceWindow], random_delay: timedelta, node: str, now: datetime
 ) -> Optional[Opening]:
-    """Given the windows, the random delay, the node and now, return the opening
-    that contains now or comes next, with this node's delay applied (at most
-    half the window, so every node still gets a real chance)."""
+    """Given the windows, the random delay, the node and now, return this
+    node's opening: the window occurrence that contains now or comes next
+    (`window.next_opening_of`), its start moved by this node's delay (at most
+    half the occurrence, so every node still gets a real chance)."""
     found = next_opening_of(windows, now)
     if found is None:
         return None
     start, end, window = found
-    delay = min(node_delay(node, start, random_delay), (end - start) / 2)
-    shifted = start + delay
-    if now >= end:  # pragma: no cover - next_opening_of never returns a past window
-        return None
+    shifted = start + min(node_delay(node, start, random_delay), (end - start) / 2)
     return Opening(shifted, end, describe_start(shifted, window))
 
 
@@ -128,7 +129,7 @@ def decide(
             False, Reason.UNKNOWN_EXPIRY, "no restart: the served certificate could not be read"
         )
     due_at = assessment.not_after - policy.before_expiry
-    opening = next_opening(policy.windows, policy.random_delay, node, now)
+    opening = node_opening(policy.windows, policy.random_delay, node, now)
     if now < due_at:
         return decision(
             False,
@@ -163,12 +164,14 @@ def decide(
 
 def apply_guards(decision: RestartDecision, guards: GuardResults) -> RestartDecision:
     """Given a decision to restart and what the guards found, return it unchanged
-    or turned into blocked-peer, blocked-command or lease-held (first found wins)."""
+    or turned into blocked-peer, blocked-command, kubelet-down or lease-held
+    (first found wins)."""
     if not decision.restart:
         return decision
     objections = (
         (guards.peer_problem, Reason.BLOCKED_PEER, "{}"),
         (guards.command_problem, Reason.BLOCKED_COMMAND, "{}"),
+        (guards.kubelet_problem, Reason.KUBELET_DOWN, "{}"),
         (guards.lease_holder, Reason.LEASE_HELD, "lease held by {}"),
     )
     for found, reason, text in objections:

@@ -5,8 +5,16 @@ instant is inside a window, and when a window next opens. It is pure: the time
 is always an argument, never read from the clock.
 
 Membership is by the wall clock of the window's zone. A window belongs to the
-day it starts, also when it runs past midnight (the ambiguity kured leaves
-open). In the autumn hour that repeats, both passes of a reading are inside;
+day it starts, also when it runs past midnight. kured decides otherwise: its
+window belongs to the weekday of the current local time, so one over midnight
+covers 00:00–end and start–24:00 of that same day, and its end is inclusive.
+With `days = ["sat"]`, `start = "22:00"`, `end = "02:00"`, ours is open from
+Saturday 22:00 to Sunday 02:00 (end excluded); kured's (`--reboot-days=sat
+--start-time=22:00 --end-time=02:00`) is open Saturday 00:00–02:00 and
+22:00–24:00, and not at all early on Sunday. We tie a window to the day it
+starts because that is how people say it ("Saturday night").
+
+In the autumn hour that repeats, both passes of a reading are inside;
 readings that the spring gap skips never happen, so a window that starts in the
 gap opens when the gap ends, and one lying wholly in the gap does not open that
 day.
@@ -33,6 +41,7 @@ _DAYS = {
     for name in (abbreviation.lower(), _DAY_NAMES[number])
 }
 _CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
+_END_OF_DAY = "24:00"
 _UTC = timezone.utc
 _DAY = timedelta(days=1)
 _SECOND = timedelta(seconds=1)
@@ -62,7 +71,9 @@ class MaintenanceWindow:
 
     `days` are the weekdays on which the window starts (0 = Monday). An `end`
     before `start` runs past midnight into the next day; an `end` equal to
-    `start` makes the window 24 hours long.
+    `start` makes the window 24 hours long, and is written "00:00"–"24:00"
+    (parse_window refuses an end equal to the start otherwise: a typo must
+    not open a window around the clock).
     """
 
     days: frozenset[int]
@@ -87,7 +98,9 @@ class MaintenanceWindow:
 
     def __str__(self) -> str:
         days = ", ".join(_DAY_ABBREVIATIONS[day] for day in sorted(self.days))
-        return f"{days} {self.start:%H:%M}–{self.end:%H:%M} {self.zone}"
+        # An end at midnight is the end of the day, as the config writes it.
+        end = _END_OF_DAY if self.end == time(0, 0) else f"{self.end:%H:%M}"
+        return f"{days} {self.start:%H:%M}–{end} {self.zone}"
 
 
 def parse_days(values: object) -> frozenset[int]:
@@ -114,14 +127,19 @@ def parse_days(values: object) -> frozenset[int]:
 
 
 def parse_clock(text: object, field: Literal["start", "end"]) -> time:
-    """Given "HH:MM" (00:00 to 23:59, two-digit hour), return the time of day.
-    Raise WindowError (with `field`) for anything else, "2:00" and "24:00" too."""
-    match = _CLOCK.fullmatch(text.strip()) if isinstance(text, str) else None
+    """Given "HH:MM" (00:00 to 23:59, two-digit hour; an end may also be
+    "24:00", midnight at the end of the day, returned as 00:00), return the
+    time of day. Raise WindowError (with `field`) for anything else, "2:00" too."""
+    stripped = text.strip() if isinstance(text, str) else None
+    if field == "end" and stripped == _END_OF_DAY:
+        return time(0, 0)
+    match = _CLOCK.fullmatch(stripped) if stripped is not None else None
     if match is None:
+        latest = '"24:00"' if field == "end" else '"23:59"'
         raise WindowError(
             field,
             f'{text!r} is not a time of day: write "HH:MM" in quotes, '
-            'from "00:00" to "23:59", for example "02:00"',
+            f'from "00:00" to {latest}, for example "02:00"',
         )
     return time(int(match.group(1)), int(match.group(2)))
 
@@ -148,13 +166,19 @@ def parse_window(
 ) -> MaintenanceWindow:
     """Given one window's config values, return the MaintenanceWindow. Raise
     WindowError, naming the bad value and with `field` set, for the first bad
-    one (days, start, end, timezone, in that order)."""
-    return MaintenanceWindow(
-        days=parse_days(days),
-        start=parse_clock(start, "start"),
-        end=parse_clock(end, "end"),
-        zone=parse_zone(timezone),
-    )
+    one (days, start, end, timezone, in that order). An end equal to the
+    start is refused; a whole day is "00:00" to "24:00"."""
+    parsed_days = parse_days(days)
+    first = parse_clock(start, "start")
+    last = parse_clock(end, "end")
+    whole_day = first == time(0, 0) and isinstance(end, str) and end.strip() == _END_OF_DAY
+    if last == first and not whole_day:
+        raise WindowError(
+            "end",
+            f"{end!r} equals start: the window would be open around the clock; "
+            'for a whole day write start = "00:00", end = "24:00"',
+        )
+    return MaintenanceWindow(days=parsed_days, start=first, end=last, zone=parse_zone(timezone))
 
 
 def contains(window: MaintenanceWindow, t: datetime) -> bool:

@@ -3,11 +3,18 @@
 At most one control-plane node restarts its apiserver at a time. The lock is
 the same kind of object Kubernetes' own leader election uses, and the rules are
 the same: create the Lease, or take it over with an update carrying the
-`resourceVersion` just read once the holder's `renewTime +
-leaseDurationSeconds` has passed; the API server answers 409 to every writer
-but the first, so among racing agents exactly one wins. A lease left by a dead
-agent expires by itself. `renewTime` comes from the holder's clock, so clocks
-must agree to well within the duration (NTP does; the default is 15 minutes).
+`resourceVersion` just read once the holder has let it lapse; the API server
+answers 409 to every writer but the first, so among racing agents exactly one
+wins. A lease left by a dead agent expires by itself.
+
+Whether another holder's lease has lapsed is judged as client-go's leader
+election does: not by comparing its `renewTime` (the holder's wall clock) with
+ours, but by how long the record has been seen unchanged on this process's
+monotonic clock. A holder is live until the record stayed the same for
+`leaseDurationSeconds` after we first saw it; so a process that has just
+started (a hand-run `restart`) never takes over another holder's lease, and
+the daemon, which keeps watching, takes a dead holder's lease one duration
+after it stopped renewing. Clock skew between masters plays no part.
 
 `current_holder` and `lease_is_free` are the pure decision; `Lease` applies it;
 `LeaseClient` makes the Lease calls to the API server named in a kubeconfig,
@@ -56,9 +63,10 @@ from __future__ import annotations
 
 import copy
 import socket
+import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from urllib.parse import quote
 
 from agent.kube.api import KubeApiClient, KubeApiError, printable
@@ -150,25 +158,30 @@ def parse_micro_time(text: str) -> datetime:
 # -- the decision --------------------------------------------------------------
 
 
-def current_holder(record: Optional[LeaseRecord], now: datetime) -> Optional[str]:
-    """Given a Lease (None when there is none) and the current time, return
-    who holds it now: holderIdentity while renewTime + leaseDurationSeconds is
-    still ahead, else None. A lease that does not say when it expires holds
+def current_holder(
+    record: Optional[LeaseRecord], unchanged_for: float, identity: Optional[str] = None
+) -> Optional[str]:
+    """Given a Lease (None when there is none), for how many seconds this
+    process has seen that same record unchanged (on its monotonic clock), and
+    our identity, return who holds it now: holderIdentity until the record has
+    stayed unchanged for leaseDurationSeconds, else None. Our own lease is ours
+    whatever its age. A lease that does not say how long it lasts holds
     nothing, so a malformed one can never lock the cluster for good.
     """
-    _require_aware(now)
     if record is None or not record.spec.holder_identity:
         return None
-    expires = record.spec.expires_at()
-    if expires is None or expires <= now:
+    if record.spec.holder_identity == identity:
+        return identity
+    seconds = record.spec.lease_duration_seconds
+    if seconds is None or unchanged_for >= seconds:
         return None
     return record.spec.holder_identity
 
 
-def lease_is_free(record: Optional[LeaseRecord], identity: str, now: datetime) -> bool:
-    """Given a Lease (or None), our identity and the current time, return
-    whether we may hold it: nobody holds it now, or we do."""
-    return current_holder(record, now) in (None, identity)
+def lease_is_free(record: Optional[LeaseRecord], identity: str, unchanged_for: float) -> bool:
+    """Given a Lease (or None), our identity and for how long the record has
+    been seen unchanged, return whether we may hold it: nobody holds it, or we do."""
+    return current_holder(record, unchanged_for, identity) in (None, identity)
 
 
 # -- the lock ------------------------------------------------------------------
@@ -179,7 +192,9 @@ class Lease:
 
     Each method reads the Lease, then writes at most once, so it takes at most
     twice the client's timeout; it raises LeaseError when the API server cannot
-    be asked. `now` (aware) is the only clock it knows.
+    be asked. `now` (aware) is what it writes as acquireTime and renewTime;
+    `monotonic` is how it judges another holder: it remembers the last record
+    it read and when that record first appeared (client-go's observedTime).
     """
 
     def __init__(
@@ -189,6 +204,7 @@ class Lease:
         name: str,
         duration: timedelta,
         identity: Optional[str] = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         seconds = int(duration.total_seconds())
         if seconds < 1:
@@ -200,6 +216,8 @@ class Lease:
         self.identity = identity if identity is not None else socket.gethostname()
         if not self.identity:
             raise ValueError("the lease holder identity must not be empty")
+        self.monotonic = monotonic
+        self._observed: Optional[Tuple[Tuple[object, ...], float]] = None
 
     def __str__(self) -> str:
         return f"Lease {self.namespace}/{self.name} for {self.identity} ({self.duration_seconds}s)"
@@ -209,10 +227,10 @@ class Lease:
         return True; return False if another live holder has it or another
         writer got there first."""
         _require_aware(now)
-        record = self.client.get(self.namespace, self.name)
+        record = self._read()
         if record is not None and record.spec.holder_identity == self.identity:
             return self._write(record, self._renewed(record, now))
-        if not lease_is_free(record, self.identity, now):
+        if not lease_is_free(record, self.identity, self.unchanged_for(record)):
             return False
         transitions = record.spec.lease_transitions + 1 if record is not None else 0
         return self._write(
@@ -223,7 +241,7 @@ class Lease:
         """Given the current time, move renewTime to now and return True if the
         lock is still ours; return False if it is not (taken, released, gone)."""
         _require_aware(now)
-        record = self.client.get(self.namespace, self.name)
+        record = self._read()
         if record is None or record.spec.holder_identity != self.identity:
             return False
         return self._write(record, self._renewed(record, now))
@@ -232,13 +250,27 @@ class Lease:
         """Given the current time, clear the holder if the lock is ours; keep
         the object, so its leaseTransitions history stays. Do nothing otherwise."""
         _require_aware(now)
-        record = self.client.get(self.namespace, self.name)
+        record = self._read()
         if record is not None and record.spec.holder_identity == self.identity:
             self._write(record, replace(record.spec, holder_identity=None, renew_time=now))
 
-    def holder(self, now: datetime) -> Optional[str]:
-        """Given the current time, return who holds the lock now, or None."""
-        return current_holder(self.client.get(self.namespace, self.name), now)
+    def holder(self) -> Optional[str]:
+        """Return who holds the lock now (us included), or None."""
+        record = self._read()
+        return current_holder(record, self.unchanged_for(record), self.identity)
+
+    def unchanged_for(self, record: Optional[LeaseRecord]) -> float:
+        """Given the record just read, return for how many seconds of this
+        process's monotonic clock it has been seen unchanged (0 when new)."""
+        if record is None or self._observed is None or self._observed[0] != _key(record):
+            return 0.0
+        return self.monotonic() - self._observed[1]
+
+    def _read(self) -> Optional[LeaseRecord]:
+        record = self.client.get(self.namespace, self.name)
+        if record is not None and (self._observed is None or self._observed[0] != _key(record)):
+            self._observed = (_key(record), self.monotonic())
+        return record
 
     def _renewed(self, record: LeaseRecord, now: datetime) -> LeaseSpec:
         return replace(record.spec, renew_time=now, lease_duration_seconds=self.duration_seconds)
@@ -248,12 +280,19 @@ class Lease:
         when another writer got there first."""
         try:
             if record is None:
-                self.client.create(self.namespace, self.name, spec)
+                stored = self.client.create(self.namespace, self.name, spec)
             else:
-                self.client.update(replace(record, spec=spec))
+                stored = self.client.update(replace(record, spec=spec))
         except LeaseConflict:
             return False
+        self._observed = (_key(stored), self.monotonic())
         return True
+
+
+def _key(record: LeaseRecord) -> Tuple[object, ...]:
+    """What makes a record "changed": any write moves resourceVersion; the
+    spec too, for servers that would not."""
+    return (record.resource_version, record.spec)
 
 
 # -- the client ----------------------------------------------------------------

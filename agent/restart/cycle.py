@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from agent.check import ProbeFunction
 from agent.config.types import Config
@@ -27,6 +27,7 @@ from agent.report.events import (
 )
 from agent.report.journal import Journal
 from agent.report.problems import Problems, describe
+from agent.restart.edges import RestartEdges
 from agent.restart.restarter import Restarter
 from agent.state.records import AgentState, last_restart
 from agent.timefmt import format_rfc3339
@@ -44,6 +45,18 @@ class RestartRound:
         self.problems = problems
         self.node = node
         self.planned: Dict[str, str] = {}
+        self.restarter: Optional[Restarter] = None
+
+    def restarter_for(
+        self, config: Config, probe: ProbeFunction, clock: Callable[[], datetime]
+    ) -> Restarter:
+        """The restarter, kept while the config stays (a reload makes a new
+        one): it holds the lease after a failed restart, and watches other
+        holders' leases from one check to the next."""
+        if self.restarter is None or self.restarter.config is not config:
+            edges = RestartEdges(probe)
+            self.restarter = Restarter(config, self.journal, self.node, clock, edges)
+        return self.restarter
 
     def run(
         self,
@@ -58,6 +71,12 @@ class RestartRound:
         announce, decide and restart at most one target; return the restart
         part of STATUS= per target and whether a restart method ran."""
         policy = config.restart
+        restarter = self.restarter_for(config, probe, clock)
+        try:
+            holding = restarter.keep_lease(report.targets, state)
+        except Exception as error:  # never the round's end: said by kind, once
+            holding = None
+            self.problems.report("lease", error, f"restart lease: {describe(error)}")
         now = clock()
         decisions = [
             decide(
@@ -74,9 +93,7 @@ class RestartRound:
                 if decision.restart and not restarted:
                     restarted = True
                     self.planned.pop(name, None)
-                    outcome = Restarter(config, self.journal, probe, self.node, clock).run(
-                        item, decision
-                    )
+                    outcome = restarter.run(item, decision)
                     acted = outcome.acted
                     texts[name] = outcome.status
                 else:
@@ -95,6 +112,9 @@ class RestartRound:
                     f"{name}: restart error: {describe(error)}",
                     PRIORITY_CRIT,
                 )
+        if holding is not None:  # after a failed restart: why no other master restarts
+            for name in (t.target.name for t in report.targets if policy.applies_to(t.target.name)):
+                texts[name] = f"{texts[name]}; {holding}" if texts.get(name) else holding
         return texts, acted
 
     def note_plan(self, item: TargetReport, decision: RestartDecision) -> None:

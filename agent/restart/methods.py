@@ -25,6 +25,7 @@ from agent.restart.runner import run_command, run_hook
 
 __all__ = [
     "MethodResult",
+    "kubelet_problem",
     "restart_command",
     "restart_signal",
     "restart_static_pod",
@@ -37,6 +38,9 @@ _INSPECT_LIMIT = 4 * 1024 * 1024
 # kubelet's default terminationGracePeriodSeconds: what a kubelet-initiated
 # stop of the apiserver container would allow.
 _STOP_GRACE = 30
+# Static pods of kubeadm and RKE2 run in kube-system; the labels are kubelet's.
+_POD_NAMESPACE = "kube-system"
+_KUBELET = "kubelet"
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,16 @@ def restart_static_pod(
     if tool is None:
         return _terminate(process)
     return _stop_container(process, tool, runtime_endpoint, container_name or process.name, timeout)
+
+
+def kubelet_problem() -> Optional[str]:
+    """Return None when a kubelet process runs on this node, else why a
+    static-pod restart must not start: nobody would start the apiserver again."""
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        argv = proc.info.get("cmdline") or []
+        if proc.info.get("name") == _KUBELET or (argv and os.path.basename(argv[0]) == _KUBELET):
+            return None
+    return "kubelet is not running: a stopped apiserver would not be started again"
 
 
 # method "auto": each shape's own way (README, "Distributions"). k3s and
@@ -229,11 +243,19 @@ def _stop_container(
 
     # crictl warns on stderr (no endpoint configured, deprecated flags):
     # only stdout is parsed.
+    # By kubelet's labels: --name is an unanchored regular expression and
+    # would also list kube-apiserver-proxy, or an apiserver in a tenant's pod.
+    labels = [
+        "--label",
+        f"io.kubernetes.container.name={name}",
+        "--label",
+        f"io.kubernetes.pod.namespace={_POD_NAMESPACE}",
+    ]
     listed = run_command(
-        [*base, "ps", "--name", name, "-q"],
+        [*base, "ps", *labels, "-q"],
         {},
         _left(deadline),
-        f"crictl ps --name {name}",
+        f"crictl ps (container {name} in {_POD_NAMESPACE})",
         separate_stderr=True,
     )
     if not listed.ok:

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from agent.config.durations import format_days, format_duration
-from agent.config.types import Config, RestartConfig
+from agent.config.types import Config, RestartConfig, RestartMethod
 from agent.judge.decide import GuardResults, Reason, RestartDecision, apply_guards, decide
 from agent.model import CheckReport, TargetReport
 from agent.state.records import AgentState, last_restart
@@ -63,9 +63,13 @@ def _policy_lines(policy: RestartConfig) -> List[str]:
     if not policy.enabled:
         return ["restart: disabled ([restart] enabled = false): monitoring only"]
     method = {
-        "systemd": f"systemd (systemctl restart {policy.unit})",
-        "static-pod": "static-pod (crictl stop the container, else SIGTERM; kubelet starts it)",
-        "command": "command " + " ".join(policy.command),
+        RestartMethod.SYSTEMD: f"systemd (systemctl restart {policy.unit})",
+        RestartMethod.STATIC_POD: (
+            "static-pod (crictl stop the container, else SIGTERM; kubelet starts it)"
+        ),
+        RestartMethod.COMMAND: "command " + " ".join(policy.command),
+        RestartMethod.SIGNAL: "signal (SIGTERM to the verified PID; its supervisor respawns it)",
+        RestartMethod.AUTO: "auto (each apiserver's own way, by its kind)",
     }[policy.method]
     lines = [
         f"restart: {method}{' [DRY RUN]' if policy.dry_run else ''}; "
@@ -108,6 +112,7 @@ def render_plans(plans: Sequence[TargetPlan], policy: RestartConfig) -> str:
                     [
                         f"peers {g.peer_problem or 'ok'}",
                         f"blocking command {g.command_problem or 'ok'}",
+                        *([f"kubelet: {g.kubelet_problem}"] if g.kubelet_problem else []),
                         f"lease {'held by ' + g.lease_holder if g.lease_holder else 'free'}",
                     ]
                 )
@@ -119,36 +124,40 @@ def _stamp(moment: Optional[datetime]) -> Optional[str]:
     return None if moment is None else format_rfc3339(moment)
 
 
-def plans_json(plans: Sequence[TargetPlan]) -> List[Dict[str, Any]]:
-    out = []
+def plans_json(
+    plans: Sequence[TargetPlan], policy: RestartConfig, checked_at: datetime, at: datetime
+) -> Dict[str, Any]:
+    """Given the plans, the policy, when the certificates were read and the
+    time the decisions are for, return `plan --json`: the envelope of
+    `check --json`, one entry per target. `next_window` is the window the
+    decision refers to: the current one when inside, else the next."""
+    targets = []
     for plan in plans:
         d = plan.decision
-        out.append(
+        opening = d.next_opening
+        targets.append(
             {
-                "target": plan.item.target.name,
+                "name": plan.item.target.name,
                 "state": plan.item.assessment.state.value,
+                "not_after": _stamp(plan.item.assessment.not_after),
                 "restart": d.restart,
                 "reason": d.reason.value,
                 "message": d.message,
-                "due_at": _stamp(d.due_at),
-                "last_restart": _stamp(plan.last_restart),
-                "next_opening": None
-                if d.next_opening is None
-                else {
-                    "start": _stamp(d.next_opening.start),
-                    "end": _stamp(d.next_opening.end),
-                    "text": d.next_opening.text,
-                },
+                "next_window": None
+                if opening is None
+                else {"start": _stamp(opening.start), "end": _stamp(opening.end)},
+                "method": policy.method.value,
                 "guards": None
                 if plan.guards is None
                 else {
                     "peer_problem": plan.guards.peer_problem,
                     "command_problem": plan.guards.command_problem,
+                    "kubelet_problem": plan.guards.kubelet_problem,
                     "lease_holder": plan.guards.lease_holder,
                 },
             }
         )
-    return out
+    return {"checked_at": _stamp(checked_at), "at": _stamp(at), "targets": targets}
 
 
 def forced(decision: RestartDecision) -> RestartDecision:

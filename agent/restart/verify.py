@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta
 from typing import Callable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from agent.model import ApiserverProcess, ProbeResult, same_process
+from agent.model import BACKDATE, ApiserverProcess, LoopbackCert, ProbeResult, same_process
 from agent.net import http, tls, trust
 from agent.report.output import rfc3339
 
 __all__ = [
     "ReadyzResult",
     "Verification",
+    "issued_since",
     "peer_address",
     "readyz",
     "readyz_url",
@@ -28,8 +29,9 @@ __all__ = [
 ]
 
 READYZ_PATH = "/readyz"
-# Earlier than any certificate: with no old expiry known, any certificate is new.
-_NEVER = datetime.min.replace(tzinfo=timezone.utc)
+# Clocks and psutil's start times disagree by a second or two; the CN's time
+# is read after key generation, so it only ever runs late.
+_CLOCK_SLACK = timedelta(seconds=5)
 _HTTPS_PORT = 443
 
 
@@ -143,7 +145,7 @@ def _not_ok(status: Optional[int], reason: str) -> ReadyzResult:
 
 def verify_restart(
     old_process: Optional[ApiserverProcess],
-    old_not_after: Optional[datetime],
+    old_cert: Optional[LoopbackCert],
     find: Optional[Callable[[], Optional[ApiserverProcess]]],
     probe_once: Callable[[], ProbeResult],
     ready: Callable[[], ReadyzResult],
@@ -151,44 +153,50 @@ def verify_restart(
     monotonic: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     interval: float = 2.0,
+    began: Optional[datetime] = None,
 ) -> Verification:
-    """Given the process and certificate expiry from before the restart (None:
+    """Given the process and certificate from before the restart (None:
     unknown), how to find the process, probe the certificate and ask /readyz,
-    and a deadline on the `monotonic` clock, return whether the restart shows.
+    a deadline on the `monotonic` clock, and when the restart began (wall
+    clock; None: unknown), return whether the restart shows.
 
     Every `interval` seconds it looks, until all three hold: (a) a process
     that is not the old one (another PID or start time; any, when the old one
     is unknown; not asked for when `find` is None, for targets watched without
-    a process), (b) a loopback certificate expiring strictly later than the
-    old one (any, when unknown), (c) /readyz ok. (a) and (b) count once seen,
-    and the newest sighting is reported; (c) must hold in the last round. One
-    round always runs, even past the deadline; each callable bounds its own
-    time, so the last round may end that much after the deadline.
+    a process), (b) a certificate issued after the restart began: another
+    certificate than the old one, with a later not_before, which puts its
+    generation (not_before + 1 h) after `began` — its NotAfter may be earlier
+    (a downgrade from v1.33 to v1.32 shortens the lifetime) — (c) /readyz ok.
+    (a) and (b) count once seen, and the newest sighting is reported; (c) must
+    hold in the last round. One round always runs, even past the deadline;
+    each callable bounds its own time, so the last round may end that much
+    after the deadline.
     """
     started = monotonic()
     new_process: Optional[ApiserverProcess] = None
-    new_not_after: Optional[datetime] = None
+    new_cert: Optional[LoopbackCert] = None
     while True:
         found = None if find is None else find()
         if found is not None and _is_new(found, old_process):
             new_process = found
         probed = probe_once()
-        served = None if probed.cert is None else probed.cert.not_after
-        if served is not None and served > (new_not_after or old_not_after or _NEVER):
-            new_not_after = served
+        if probed.cert is not None and _issued_after(probed.cert, new_cert or old_cert, began):
+            new_cert = probed.cert
         answer = ready()
         missing = _missing(
-            old_not_after, find is not None, found, probed, answer, new_process, new_not_after
+            old_cert, began, find is not None, found, probed, answer, new_process, new_cert
         )
         now = monotonic()
+        new_not_after = None if new_cert is None else new_cert.not_after
         if not missing:
             pids = "" if find is None else f"{_pids(old_process, new_process)}, "
+            old_not_after = None if old_cert is None else old_cert.not_after
             return Verification(
                 True,
                 new_process,
                 new_not_after,
                 (),
-                f"restart succeeded: {pids}not_after {_date(old_not_after)} → "
+                f"restart succeeded: {pids}not_after {_date(old_not_after)} -> "
                 f"{_date(new_not_after)}, /readyz ok (after {now - started:.0f}s)",
             )
         if now >= deadline:
@@ -206,14 +214,32 @@ def _is_new(found: ApiserverProcess, old: Optional[ApiserverProcess]) -> bool:
     return not same_process(found, old)
 
 
+def _issued_after(
+    cert: LoopbackCert, old: Optional[LoopbackCert], began: Optional[datetime]
+) -> bool:
+    """Given a served certificate, the one before (None: unknown) and when the
+    restart began (None: unknown), return whether it was issued since."""
+    if old is not None and (cert.sha256 == old.sha256 or cert.not_before <= old.not_before):
+        return False
+    return began is None or issued_since(cert, began)
+
+
+def issued_since(cert: LoopbackCert, moment: datetime) -> bool:
+    """Given a loopback certificate and a moment, return whether the apiserver
+    generated it at or after that moment (its not_before is generation − 1 h),
+    give or take a few seconds of clock disagreement."""
+    return cert.not_before + BACKDATE >= moment - _CLOCK_SLACK
+
+
 def _missing(
-    old_not_after: Optional[datetime],
+    old_cert: Optional[LoopbackCert],
+    began: Optional[datetime],
     watching_process: bool,
     found: Optional[ApiserverProcess],
     probed: ProbeResult,
     answer: ReadyzResult,
     new_process: Optional[ApiserverProcess],
-    new_not_after: Optional[datetime],
+    new_cert: Optional[LoopbackCert],
 ) -> Tuple[str, ...]:
     """Given what was known before and what this round saw, return what does not hold yet."""
     missing: List[str] = []
@@ -222,15 +248,23 @@ def _missing(
             missing.append("no new process (none found)")
         else:
             missing.append(f"no new process (PID {found.pid} unchanged)")
-    if new_not_after is None:
-        if probed.cert is None:
+    if new_cert is None:
+        cert = probed.cert
+        if cert is None:
             missing.append(f"certificate not renewed (probe failed: {probed.error})")
-        elif old_not_after is not None and probed.cert.not_after == old_not_after:
-            missing.append(f"certificate not renewed (not_after unchanged {_date(old_not_after)})")
-        else:
+        elif old_cert is not None and cert.sha256 == old_cert.sha256:
             missing.append(
-                f"certificate not renewed (not_after {_date(probed.cert.not_after)} "
-                f"is before {_date(old_not_after)})"
+                f"certificate not renewed (the same certificate, not_after {_date(cert.not_after)})"
+            )
+        else:
+            since = (
+                _date(began)
+                if began is not None
+                else f"not_before {_date(old_cert.not_before if old_cert else None)}"
+            )
+            missing.append(
+                f"certificate not renewed (not_before {_date(cert.not_before)} says it was "
+                f"issued before the restart began ({since}))"
             )
     if not answer.ok:
         missing.append(answer.detail)
@@ -238,7 +272,7 @@ def _missing(
 
 
 def _pids(old: Optional[ApiserverProcess], new: Optional[ApiserverProcess]) -> str:
-    return f"PID {'?' if old is None else old.pid} → {'?' if new is None else new.pid}"
+    return f"PID {'?' if old is None else old.pid} -> {'?' if new is None else new.pid}"
 
 
 def _date(moment: Optional[datetime]) -> str:

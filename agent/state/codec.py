@@ -12,14 +12,17 @@ import json
 import math
 import re
 from datetime import datetime, timedelta
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+from enum import Enum
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar
 
 from agent.model import MAX_LIFETIME, State
 from agent.state.records import (
     AgentState,
     CertRecord,
     ProcessRecord,
+    RestartPhase,
     RestartRecord,
+    RestartResult,
     TargetState,
     plausible_lifetime,
     trim_restarts,
@@ -31,6 +34,7 @@ __all__ = ["STATE_VERSION", "decode_state", "encode_state", "salvage_restarts"]
 STATE_VERSION = 1
 
 _STATES = frozenset(s.value for s in State)
+E = TypeVar("E", bound=Enum)
 
 
 # --- encoding ----------------------------------------------------------------
@@ -82,8 +86,8 @@ def _restart_json(record: RestartRecord) -> Dict[str, Any]:
     return {
         "target": record.target,
         "at": _time(record.at),
-        "phase": record.phase,
-        "outcome": record.outcome,
+        "phase": record.phase.value,
+        "outcome": None if record.outcome is None else record.outcome.value,
         "old_not_after": _optional_time(record.old_not_after),
         "new_not_after": _optional_time(record.new_not_after),
         "detail": record.detail,
@@ -176,6 +180,18 @@ def _pid(value: Any, where: str) -> int:
     return value
 
 
+def _choice(kind: Type[E]) -> Callable[[Any, str], E]:
+    def read(value: Any, where: str) -> E:
+        text = _str(value, where)
+        try:
+            return kind(text)
+        except ValueError:
+            known = ", ".join(member.value for member in kind)
+            raise ValueError(f"{where}: expected one of {known}, got {text[:40]!r}") from None
+
+    return read
+
+
 def _state(value: Any, where: str) -> str:
     text = _str(value, where)
     if text not in _STATES:
@@ -244,8 +260,8 @@ def _restart(value: Any, where: str) -> RestartRecord:
     return RestartRecord(
         target=obj.required("target", _str),
         at=obj.required("at", _datetime),
-        phase=obj.required("phase", _str),
-        outcome=obj.optional("outcome", _str),
+        phase=obj.required("phase", _choice(RestartPhase)),
+        outcome=obj.optional("outcome", _choice(RestartResult)),
         old_not_after=obj.optional("old_not_after", _datetime),
         new_not_after=obj.optional("new_not_after", _datetime),
         detail=obj.required("detail", _str),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Mapping, Optional, Sequence, Set, Tuple
 
 from agent.model import (
@@ -59,15 +60,46 @@ class TargetState:
     last_alert_at: Optional[datetime]
 
 
+class RestartPhase(str, Enum):
+    """A restart record is written as an intent before anything is touched,
+    then again, done, with the outcome."""
+
+    INTENT = "intent"
+    DONE = "done"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class RestartResult(str, Enum):
+    """How a restart ended: the method ran (succeeded, failed), or it did not
+    (blocked by a guard, aborted before the method)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    ABORTED = "aborted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class RestartRecord:
     target: str
     at: datetime
-    phase: str  # written as intent before acting, then again with the outcome
-    outcome: Optional[str]
+    phase: RestartPhase
+    outcome: Optional[RestartResult]
     old_not_after: Optional[datetime]
     new_not_after: Optional[datetime]
     detail: str
+
+    def __post_init__(self) -> None:
+        # The words are the enums' values: a record spelled with them (as the
+        # state file does) is the same record.
+        object.__setattr__(self, "phase", RestartPhase(self.phase))
+        if self.outcome is not None:
+            object.__setattr__(self, "outcome", RestartResult(self.outcome))
 
 
 @dataclass(frozen=True)
@@ -170,7 +202,7 @@ def trim_restarts(records: Sequence[RestartRecord]) -> Tuple[RestartRecord, ...]
         if counts_for_min_interval(record) and record.target not in seen_counted:
             seen_counted.add(record.target)
             keep.add(index)
-        if record.phase == "intent" and record.target not in seen_intent:
+        if record.phase is RestartPhase.INTENT and record.target not in seen_intent:
             seen_intent.add(record.target)
             keep.add(index)
     return tuple(records[i] for i in sorted(keep))
@@ -185,7 +217,10 @@ def add_restart(state: AgentState, record: RestartRecord) -> AgentState:
 def counts_for_min_interval(record: RestartRecord) -> bool:
     """An intent never finished (a crash mid-restart) counts, as does any
     restart that ran; a restart blocked or aborted before acting does not."""
-    return record.phase == "intent" or record.outcome in ("succeeded", "failed")
+    return record.phase is RestartPhase.INTENT or record.outcome in (
+        RestartResult.SUCCEEDED,
+        RestartResult.FAILED,
+    )
 
 
 def last_restart(
@@ -243,6 +278,15 @@ def settle_future(state: AgentState, now: datetime) -> Tuple[AgentState, Tuple[s
     if not notes:
         return state, ()
     return AgentState(targets=targets, restarts=restarts), tuple(notes)
+
+
+def unverified_restart(state: AgentState) -> Optional[RestartRecord]:
+    """Given the state, return the last restart that ran (or may have: an
+    intent never finished) when it was not verified, else None."""
+    ran = [r for r in state.restarts if counts_for_min_interval(r)]
+    if not ran or ran[-1].outcome is RestartResult.SUCCEEDED:
+        return None
+    return ran[-1]
 
 
 def finish_restart(state: AgentState, intent: RestartRecord, done: RestartRecord) -> AgentState:

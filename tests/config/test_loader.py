@@ -35,6 +35,8 @@ def test_defaults() -> None:
     assert config.state_dir == "/var/lib/kube-loopback-guard"
     assert config.thresholds.warning == timedelta(days=60)
     assert config.thresholds.critical == timedelta(days=14)
+    # Longer than warning: restarted before anyone is warned (issue 8.9).
+    assert config.restart.before_expiry == timedelta(days=90)
     assert config.targets == (
         TargetConfig(
             name="kube-apiserver",
@@ -192,7 +194,25 @@ def test_full_config() -> None:
         ),
         (
             '[restart]\nenabled = true\nwhen_expired = "window"',
-            'restart.windows: is empty: with when_expired = "window" nothing would ever',
+            "restart.windows: is empty: with enabled = true at least one",
+        ),
+        (
+            # Issue 8.8: without a window it would restart only after expiry.
+            '[restart]\nenabled = true\nwhen_expired = "immediately"',
+            "restart.windows: is empty: with enabled = true at least one",
+        ),
+        (
+            '[[restart.windows]]\ndays = ["sat"]\nstart = "02:00"\nend = "02:00"',
+            "restart.windows[0].end: '02:00' equals start",
+        ),
+        (
+            '[restart]\nbefore_expiry = "14d"',
+            "restart.before_expiry: must be longer than thresholds.critical (14d)",
+        ),
+        (
+            '[thresholds]\ncritical = "20d"\n[restart]\nbefore_expiry = "15d"',
+            "restart.before_expiry: must be longer than thresholds.critical (20d): a restart "
+            'due only after CRITICAL would come too late to prevent the alarm (got "15d")',
         ),
         ("[restart]\nwindow = 1", "restart.window: unknown key (did you mean 'windows'?)"),
         (

@@ -10,7 +10,10 @@ import pytest
 
 from agent.config.loader import ConfigError, load_config
 
-RESTARTING = '[restart]\nenabled = true\nmethod = "systemd"\nunit = "kube-apiserver.service"\n'
+RESTARTING = (
+    '[restart]\nenabled = true\nmethod = "systemd"\nunit = "kube-apiserver.service"\n'
+    '[[restart.windows]]\ndays = ["sun"]\nstart = "02:00"\nend = "04:00"\n'
+)
 
 
 def write(path: Path, text: str, mode: int) -> Path:
@@ -47,7 +50,9 @@ def test_a_hook_others_may_write_is_refused(tmp_path: Path) -> None:
 
 def test_safe_files_and_monitoring_only_configs_pass(tmp_path: Path) -> None:
     hook = write(tmp_path / "hook", "#!/bin/sh\nexit 0\n", 0o755)
-    safe = write(tmp_path / "safe.toml", RESTARTING + f'post_hook = ["{hook}"]\n', 0o644)
+    safe = write(
+        tmp_path / "safe.toml", RESTARTING.replace("[[", f'post_hook = ["{hook}"]\n[[', 1), 0o644
+    )
     assert load_config(str(safe)).restart.post_hook == (str(hook),)
     # Nothing runs as root from this one: its mode is its owner's business.
     loose = write(tmp_path / "loose.toml", 'interval = "5m"\n', 0o666)

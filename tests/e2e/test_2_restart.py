@@ -38,7 +38,7 @@ ready_timeout = "1m"
 [[restart.windows]]
 days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 start = "00:00"
-end = "00:00"
+end = "24:00"
 timezone = "UTC"
 """
 )
@@ -105,7 +105,7 @@ def test_one_verified_restart_in_the_window_then_none_within_min_interval(
         assert len([m for m in messages if m.startswith("Stopping ")]) == 1, messages
         assert len([m for m in messages if m.startswith("Started ")]) == 1, messages
         plan = json.loads(machine.run("kube-loopback-guard", "plan", "--json").stdout)
-        assert [(p["target"], p["restart"], p["reason"]) for p in plan] == [
+        assert [(p["name"], p["restart"], p["reason"]) for p in plan["targets"]] == [
             ("kube-apiserver", False, "too-soon")
         ], plan
     finally:

@@ -38,7 +38,9 @@ from agent.state.codec import decode_state, encode_state
 from agent.state.records import (
     MAX_RESTARTS,
     AgentState,
+    RestartPhase,
     RestartRecord,
+    RestartResult,
     TargetState,
     add_restart,
     target_state_from,
@@ -135,7 +137,7 @@ def agent_states(draw: st.DrawFn) -> AgentState:
         intent = RestartRecord(
             target=draw(_text),
             at=draw(_instants),
-            phase="intent",
+            phase=RestartPhase.INTENT,
             outcome=None,
             old_not_after=draw(st.none() | _cert_times),
             new_not_after=None,
@@ -145,8 +147,8 @@ def agent_states(draw: st.DrawFn) -> AgentState:
         if draw(st.booleans()):
             done = replace(
                 intent,
-                phase="done",
-                outcome=draw(st.sampled_from(["succeeded", "failed", "blocked", "aborted"])),
+                phase=RestartPhase.DONE,
+                outcome=draw(st.sampled_from(list(RestartResult))),
                 new_not_after=draw(st.none() | _cert_times),
                 detail=draw(_text),
             )
@@ -187,9 +189,14 @@ def _sound_file() -> bytes:
         target_config(), facts, assess(facts, THRESHOLDS, timedelta(days=365), now)
     )
     state = AgentState({"kube-apiserver": target_state_from(report, None, checked_at=now)}, ())
-    intent = RestartRecord("kube-apiserver", now, "intent", None, cert.not_after, None, "due")
+    intent = RestartRecord(
+        "kube-apiserver", now, RestartPhase.INTENT, None, cert.not_after, None, "due"
+    )
     state = add_restart(state, intent)
-    state = add_restart(state, replace(intent, phase="done", outcome="succeeded", detail="ok"))
+    state = add_restart(
+        state,
+        replace(intent, phase=RestartPhase.DONE, outcome=RestartResult.SUCCEEDED, detail="ok"),
+    )
     return encode_state(state)
 
 

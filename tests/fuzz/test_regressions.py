@@ -44,7 +44,12 @@ from agent.net.tls import NetError
 from agent.observe import probe as probe_module
 from agent.observe.certificate import read_loopback_cert
 from agent.state.codec import decode_state, encode_state
-from agent.state.records import AgentState, RestartRecord, target_state_from
+from agent.state.records import (
+    AgentState,
+    RestartPhase,
+    RestartRecord,
+    target_state_from,
+)
 
 UTC = timezone.utc
 PATH = "/etc/kube-loopback-guard/config.toml"
@@ -104,7 +109,7 @@ def test_state_learned_from_a_certificate_valid_until_9999_reads_back() -> None:
 
 def test_state_with_a_time_before_year_1000_reads_back() -> None:
     at = datetime(999, 1, 1, tzinfo=UTC)
-    record = RestartRecord("kube-apiserver", at, "intent", None, None, None, "due")
+    record = RestartRecord("kube-apiserver", at, RestartPhase.INTENT, None, None, None, "due")
     state = AgentState({}, (record,))
     assert decode_state(encode_state(state)) == state
 
@@ -267,7 +272,7 @@ def test_plan_at_the_ends_of_the_calendar_is_a_clean_answer(
         f'state_dir = "{tmp_path}/state"\n'
         f'[[targets]]\nname = "k"\nprocess_name = ""\nhost = "127.0.0.1"\nport = {server.port}\n'
         '[restart]\nenabled = true\nwhen_expired = "window"\n'
-        '[[restart.windows]]\ndays = ["mon"]\nstart = "00:00"\nend = "00:00"\n'
+        '[[restart.windows]]\ndays = ["mon"]\nstart = "00:00"\nend = "24:00"\n'
     )
     code = main(["plan", "--config", str(config), "--at", at])
     assert code in (0, 2, 3), capsys.readouterr()

@@ -27,7 +27,9 @@ INSIDE = datetime(2026, 12, 5, 2, 0, tzinfo=timezone.utc)
 # Friday 2026-12-04 12:00 UTC, outside.
 OUTSIDE = datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)
 WINDOW = parse_window(["sat", "sun"], "02:00", "04:00", "Europe/Berlin")
-POLICY = replace(default_config().restart, enabled=True, windows=(WINDOW,))
+POLICY = replace(
+    default_config().restart, enabled=True, windows=(WINDOW,), before_expiry=timedelta(days=30)
+)
 
 
 def assessment(
@@ -246,9 +248,12 @@ def test_properties(
     when_expired: str,
 ) -> None:
     end = (start + length) % (24 * 60)
-    window = parse_window(
-        days, f"{start // 60:02d}:{start % 60:02d}", f"{end // 60:02d}:{end % 60:02d}", zone
-    )
+    # A window of 24 hours is written 00:00–24:00; others of that length are refused.
+    if end == start:
+        start, end_text = 0, "24:00"
+    else:
+        end_text = f"{end // 60:02d}:{end % 60:02d}"
+    window = parse_window(days, f"{start // 60:02d}:{start % 60:02d}", end_text, zone)
     policy = replace(POLICY, windows=(window,), when_expired=when_expired)
     now = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=minutes)
     last = None if last_hours is None else now - timedelta(hours=last_hours)

@@ -16,7 +16,9 @@ from agent.judge.window import (
     describe_start,
     next_opening,
     next_opening_of,
+    parse_days,
     parse_window,
+    parse_zone,
 )
 
 UTC = timezone.utc
@@ -93,6 +95,17 @@ def on_grid(low: int, high: int, grid: int) -> st.SearchStrategy[int]:
     return st.integers(-(-low // grid), high // grid).map(lambda n: n * grid)
 
 
+def generated_window(days: List[str], start: int, end: int, zone: str) -> MaintenanceWindow:
+    """A window from minutes of the day; end == start is a 24-hour window from
+    any start, which the config spells only as 00:00–24:00, so it is built
+    directly to keep the arithmetic for all of them under test."""
+    if end == start:
+        hours, minutes = divmod(start, 60)
+        clock = time(hours, minutes)
+        return MaintenanceWindow(parse_days(days), clock, clock, parse_zone(zone))
+    return parse_window(days, clock_text(start), clock_text(end), zone)
+
+
 @st.composite
 def any_cases(draw: st.DrawFn) -> Tuple[MaintenanceWindow, datetime]:
     """A random window and a whole-minute instant between 2024 and 2030."""
@@ -102,7 +115,7 @@ def any_cases(draw: st.DrawFn) -> Tuple[MaintenanceWindow, datetime]:
     start = draw(on_grid(0, 1439, grid))
     end = draw(st.one_of(on_grid(0, 1439, grid), st.just(start)))
     t = utc(2024, 1, 1) + draw(st.integers(0, 6 * 365 * 1440)) * MINUTE
-    return parse_window(days, clock_text(start), clock_text(end), zone), t
+    return generated_window(days, start, end, zone), t
 
 
 @st.composite
@@ -123,7 +136,7 @@ def transition_cases(draw: st.DrawFn) -> Tuple[MaintenanceWindow, datetime]:
     start = draw(st.one_of(near, anywhere))
     end = draw(st.one_of(near, anywhere, st.just(start)))
     t = transition + draw(st.integers(-26 * 60, 3 * 60)) * MINUTE
-    return parse_window(days, clock_text(start), clock_text(end), zone), t
+    return generated_window(days, start, end, zone), t
 
 
 def cases() -> st.SearchStrategy[Tuple[MaintenanceWindow, datetime]]:
@@ -240,18 +253,40 @@ def test_over_midnight_belongs_to_the_day_it_starts() -> None:
     assert next_opening(w, utc(2026, 6, 7, 0, 30)) == (utc(2026, 6, 6, 23), utc(2026, 6, 7, 1))
 
 
-def test_end_equal_to_start_is_24_hours() -> None:
-    w = window("sat", "02:00", "02:00")
+def test_end_equal_to_start_is_refused_a_whole_day_is_00_to_24() -> None:
+    # A typo (end = start) must not open a window around the clock.
+    for start in ("02:00", "00:00"):
+        with pytest.raises(WindowError, match="equals start") as raised:
+            window("sat", start, start)
+        assert raised.value.field == "end"
+    w = window("sat", "00:00", "24:00")
     assert w.length == timedelta(hours=24)
-    assert not w.contains(utc(2026, 6, 6, 1, 59))
-    assert w.contains(utc(2026, 6, 6, 2, 0))
-    assert w.contains(utc(2026, 6, 7, 1, 59, 59, 999999))
-    assert not w.contains(utc(2026, 6, 7, 2, 0))
-    assert next_opening(w, utc(2026, 6, 1)) == (utc(2026, 6, 6, 2), utc(2026, 6, 7, 2))
+    assert str(w) == "Sat 00:00–24:00 UTC"
+    assert not w.contains(utc(2026, 6, 5, 23, 59))
+    assert w.contains(utc(2026, 6, 6, 0, 0))
+    assert w.contains(utc(2026, 6, 6, 23, 59, 59, 999999))
+    assert not w.contains(utc(2026, 6, 7, 0, 0))
+    assert next_opening(w, utc(2026, 6, 1)) == (utc(2026, 6, 6), utc(2026, 6, 7))
+
+
+def test_24_00_ends_a_window_at_midnight() -> None:
+    w = window("sat", "22:00", "24:00")
+    assert w.length == timedelta(hours=2)
+    assert str(w) == "Sat 22:00–24:00 UTC"
+    assert w.contains(utc(2026, 6, 6, 23, 59))
+    assert not w.contains(utc(2026, 6, 7, 0, 0))
+
+
+def test_window_belongs_to_the_day_it_starts_unlike_kured() -> None:
+    # The example of the module docstring: Saturday 22:00 to Sunday 02:00.
+    w = window("sat", "22:00", "02:00")
+    assert w.contains(utc(2026, 6, 7, 1, 0))  # Sunday 01:00: ours is open
+    assert not w.contains(utc(2026, 6, 6, 1, 0))  # Saturday 01:00: kured's would be
+    assert not w.contains(utc(2026, 6, 7, 2, 0))  # the end is excluded
 
 
 def test_adjacent_days_open_one_after_the_other() -> None:
-    w = window("sat sun", "00:00", "00:00")
+    w = window("sat sun", "00:00", "24:00")
     assert next_opening(w, utc(2026, 6, 6, 12)) == (utc(2026, 6, 6), utc(2026, 6, 7))
     assert next_opening(w, utc(2026, 6, 7)) == (utc(2026, 6, 7), utc(2026, 6, 8))
 
@@ -332,6 +367,8 @@ GOOD: Dict[str, Any] = {"days": ["sat"], "start": "02:00", "end": "04:00", "time
         ({"start": ""}, "start", "''"),
         ({"start": time(2, 0)}, "start", "datetime.time(2, 0)"),
         ({"end": "4pm"}, "end", "'4pm'"),
+        ({"end": "24:01"}, "end", "'24:01'"),
+        ({"end": "02:00"}, "end", "equals start"),
         ({"end": 400}, "end", "400"),
         ({"timezone": "Europe/Berln"}, "timezone", "'Europe/Berln'"),
         ({"timezone": "Europe"}, "timezone", "'Europe'"),

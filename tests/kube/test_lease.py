@@ -72,8 +72,33 @@ def client_for(
     )
 
 
-def lock_for(peer: ApiserverPeer, directory: Path, node: str) -> Lease:
-    return Lease(client_for(peer, directory, user=node), NS, NAME, DURATION, identity=node)
+class Tick:
+    """A monotonic clock the test moves: how long a record has been seen unchanged."""
+
+    def __init__(self) -> None:
+        self.now = 5000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta.total_seconds()
+
+
+TICK = Tick()
+
+
+def lock_for(peer: ApiserverPeer, directory: Path, node: str, tick: Optional[Tick] = None) -> Lease:
+    client = client_for(peer, directory, user=node)
+    return Lease(client, NS, NAME, DURATION, identity=node, monotonic=tick or TICK)
+
+
+def take_over(lock: Lease, tick: Tick, now: datetime = NOW) -> bool:
+    """As the daemon does: see the other holder's record, watch it stay
+    unchanged for its duration, then take it."""
+    assert not lock.acquire(now)  # first sight: live, whatever its renewTime says
+    tick.advance(DURATION)
+    return lock.acquire(now)
 
 
 def dead_holder(peer: ApiserverPeer, now: datetime, age: timedelta, holder: str = "dead") -> None:
@@ -101,45 +126,31 @@ def refusal(call: Any, *args: Any) -> LeaseError:
 # -- the decision, in tables -------------------------------------------------------
 
 
-def record(
-    holder: Optional[str], renewed: Optional[timedelta], seconds: Optional[int] = 900
-) -> LeaseRecord:
-    renew_time = NOW - renewed if renewed is not None else None
+def record(holder: Optional[str], seconds: Optional[int] = 900) -> LeaseRecord:
+    renew_time = NOW - timedelta(days=3)  # never looked at: the holder's clock
     spec = LeaseSpec(holder, seconds, renew_time, renew_time, 0)
     return LeaseRecord(NS, NAME, "1", spec)
 
 
 @pytest.mark.parametrize(
-    ("lease", "holder", "free_for_me"),
+    ("lease", "unchanged_for", "holder", "free_for_me"),
     [
-        pytest.param(None, None, True, id="absent"),
-        pytest.param(record(None, timedelta(0)), None, True, id="released"),
-        pytest.param(record("", timedelta(0)), None, True, id="empty-holder"),
-        pytest.param(record("me", timedelta(minutes=1)), "me", True, id="mine"),
-        pytest.param(record("other", timedelta(minutes=1)), "other", False, id="live"),
-        pytest.param(record("other", timedelta(hours=1)), None, True, id="expired"),
-        pytest.param(record("other", timedelta(seconds=900)), None, True, id="expires-now"),
-        pytest.param(
-            record("other", timedelta(seconds=900) - timedelta(microseconds=1)),
-            "other",
-            False,
-            id="1us-left",
-        ),
-        pytest.param(record("other", timedelta(seconds=-60)), "other", False, id="renewed-ahead"),
-        pytest.param(record("other", None), None, True, id="no-renew-time"),
-        pytest.param(record("other", timedelta(0), None), None, True, id="no-duration"),
+        pytest.param(None, 0.0, None, True, id="absent"),
+        pytest.param(record(None), 0.0, None, True, id="released"),
+        pytest.param(record(""), 0.0, None, True, id="empty-holder"),
+        pytest.param(record("me"), 5000.0, "me", True, id="mine-however-old"),
+        pytest.param(record("other"), 0.0, "other", False, id="first-sight"),
+        pytest.param(record("other"), 899.999, "other", False, id="just-before"),
+        pytest.param(record("other"), 900.0, None, True, id="unchanged-for-its-duration"),
+        pytest.param(record("other", None), 0.0, None, True, id="no-duration"),
     ],
 )
 def test_lease_is_free(
-    lease: Optional[LeaseRecord], holder: Optional[str], free_for_me: bool
+    lease: Optional[LeaseRecord], unchanged_for: float, holder: Optional[str], free_for_me: bool
 ) -> None:
-    assert current_holder(lease, NOW) == holder
-    assert lease_is_free(lease, "me", NOW) is free_for_me
-
-
-def test_the_decision_wants_an_aware_time() -> None:
-    with pytest.raises(ValueError, match="timezone-aware"):
-        lease_is_free(None, "me", NOW.replace(tzinfo=None))
+    # renewTime is three days old in every row: only the local observation counts.
+    assert current_holder(lease, unchanged_for, "me") == holder
+    assert lease_is_free(lease, "me", unchanged_for) is free_for_me
 
 
 @pytest.mark.parametrize(
@@ -261,7 +272,8 @@ def test_update_keeps_what_it_does_not_own(peer: ApiserverPeer, tmp_path: Path) 
         stored = peer.leases[(NS, NAME)]
         stored["metadata"]["labels"] = {"app": "kube-loopback-guard"}
         stored["spec"]["strategy"] = "OldestEmulationVersion"
-    assert lock_for(peer, tmp_path, "node-a").acquire(NOW)
+    tick = Tick()
+    assert take_over(lock_for(peer, tmp_path, "node-a", tick), tick)
     after = peer.lease(NS, NAME)
     assert after is not None
     assert after["metadata"]["labels"] == {"app": "kube-loopback-guard"}
@@ -272,15 +284,20 @@ def test_update_keeps_what_it_does_not_own(peer: ApiserverPeer, tmp_path: Path) 
 
 
 def test_acquire_renew_release(peer: ApiserverPeer, tmp_path: Path) -> None:
-    a, b = lock_for(peer, tmp_path, "node-a"), lock_for(peer, tmp_path, "node-b")
-    assert a.holder(NOW) is None
+    tick = Tick()
+    a, b = lock_for(peer, tmp_path, "node-a", tick), lock_for(peer, tmp_path, "node-b", tick)
+    assert a.holder() is None
     assert a.acquire(NOW)
-    assert a.holder(NOW) == b.holder(NOW) == "node-a"
+    assert a.holder() == b.holder() == "node-a"
     assert not b.acquire(NOW + timedelta(minutes=1))
     assert not b.renew(NOW)
 
+    tick.advance(timedelta(minutes=10))
     assert a.renew(NOW + timedelta(minutes=10))
-    # Renewed at +10m, so still held at +20m, past the first renewal's expiry.
+    # Renewed at +10m: b sees a changed record and watches it afresh, so at
+    # +20m (past the first renewal's lapse) it is still a's.
+    assert not b.acquire(NOW + timedelta(minutes=10))
+    tick.advance(timedelta(minutes=10))
     assert not b.acquire(NOW + timedelta(minutes=20))
     assert a.acquire(NOW + timedelta(minutes=21))  # ours: a renewal
     stored = peer.lease(NS, NAME)
@@ -296,21 +313,29 @@ def test_acquire_renew_release(peer: ApiserverPeer, tmp_path: Path) -> None:
     released = peer.lease(NS, NAME)
     assert released is not None and "holderIdentity" not in released["spec"]
     assert released["spec"]["leaseTransitions"] == 0
-    assert a.holder(NOW) is None
+    assert a.holder() is None
     assert not a.renew(NOW + timedelta(minutes=23))
     a.release(NOW + timedelta(minutes=23))  # twice is fine
 
-    assert b.acquire(NOW + timedelta(minutes=23))
+    assert b.acquire(NOW + timedelta(minutes=23))  # released: free at first sight
     taken = peer.lease(NS, NAME)
     assert taken is not None
     assert taken["spec"]["holderIdentity"] == "node-b"
     assert taken["spec"]["leaseTransitions"] == 1
 
 
-def test_takes_over_a_dead_holders_lease(peer: ApiserverPeer, tmp_path: Path) -> None:
+def test_takes_over_a_dead_holders_lease_after_watching_it_for_its_duration(
+    peer: ApiserverPeer, tmp_path: Path
+) -> None:
     dead_holder(peer, NOW, age=DURATION + timedelta(seconds=1))
-    lock = lock_for(peer, tmp_path, "node-a")
-    assert lock.holder(NOW) is None
+    tick = Tick()
+    lock = lock_for(peer, tmp_path, "node-a", tick)
+    # Its renewTime lies a duration in the past, but that is the holder's clock.
+    assert lock.holder() == "dead"
+    tick.advance(DURATION - timedelta(seconds=1))
+    assert not lock.acquire(NOW)
+    tick.advance(timedelta(seconds=1))
+    assert lock.holder() is None
     assert lock.acquire(NOW)
     stored = peer.lease(NS, NAME)
     assert stored is not None
@@ -320,24 +345,38 @@ def test_takes_over_a_dead_holders_lease(peer: ApiserverPeer, tmp_path: Path) ->
     assert peer.statuses("PUT") == [200]
 
 
+def test_a_skewed_clock_does_not_end_a_live_lease(peer: ApiserverPeer, tmp_path: Path) -> None:
+    # node-b renews every few minutes, but its wall clock runs an hour behind:
+    # by renewTime its lease has always lapsed. It is live: it keeps changing.
+    tick = Tick()
+    lock = lock_for(peer, tmp_path, "node-a", tick)
+    for minute in range(0, 60, 5):
+        dead_holder(peer, NOW + timedelta(minutes=minute), age=timedelta(hours=1), holder="node-b")
+        assert not lock.acquire(NOW + timedelta(minutes=minute))
+        tick.advance(timedelta(minutes=5))
+    assert lock.holder() == "node-b"
+    assert peer.statuses("PUT") == peer.statuses("POST") == []
+
+
 def test_does_not_take_a_live_lease(peer: ApiserverPeer, tmp_path: Path) -> None:
     dead_holder(peer, NOW, age=DURATION - timedelta(seconds=1), holder="node-b")
     before = peer.lease(NS, NAME)
-    lock = lock_for(peer, tmp_path, "node-a")
+    lock = lock_for(peer, tmp_path, "node-a", Tick())
     assert not lock.acquire(NOW)
-    assert lock.holder(NOW) == "node-b"
+    assert lock.holder() == "node-b"
     assert peer.lease(NS, NAME) == before
     assert peer.statuses("PUT") == peer.statuses("POST") == []
 
 
 def test_renew_after_a_takeover_fails(peer: ApiserverPeer, tmp_path: Path) -> None:
-    a, b = lock_for(peer, tmp_path, "node-a"), lock_for(peer, tmp_path, "node-b")
+    tick = Tick()
+    a, b = lock_for(peer, tmp_path, "node-a", tick), lock_for(peer, tmp_path, "node-b", tick)
     assert a.acquire(NOW)
     late = NOW + DURATION + timedelta(seconds=1)
-    assert b.acquire(late)
+    assert take_over(b, tick, late)
     assert not a.renew(late)
     a.release(late)
-    assert a.holder(late) == "node-b"
+    assert a.holder() == "node-b"
 
 
 def race(locks: List[Lease], now: datetime) -> List[bool]:
@@ -369,12 +408,15 @@ def test_three_agents_racing(peer: ApiserverPeer, tmp_path: Path) -> None:
         # Even rounds race to create the Lease, odd ones to take over a dead holder's.
         if round_number % 2:
             dead_holder(peer, now, age=timedelta(hours=1))
+            for lock in locks:  # each watches it stay unchanged for its duration
+                assert lock.holder() == "dead"
+            TICK.advance(DURATION)
         else:
             peer.delete_lease(NS, NAME)
         won = race(locks, now)
         assert won.count(True) == 1, f"round {round_number}: {won}"
         winner = locks[won.index(True)].identity
-        assert all(lock.holder(now) == winner for lock in locks)
+        assert all(lock.holder() == winner for lock in locks)
     # The races were real: the API server turned writers away.
     conflicts = peer.statuses("POST").count(409) + peer.statuses("PUT").count(409)
     assert conflicts > 0
@@ -409,6 +451,8 @@ def test_403_names_the_missing_verb(peer: ApiserverPeer, tmp_path: Path) -> None
     assert "(see RBAC in the README)" in str(error)
 
     dead_holder(peer, NOW, timedelta(hours=1))
+    assert reader.holder() == "dead"
+    TICK.advance(DURATION)
     error = refusal(reader.acquire, NOW)
     assert "may not update leases.coordination.k8s.io" in str(error)
 

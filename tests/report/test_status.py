@@ -6,7 +6,14 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from agent.report.status import render_status
-from agent.state.records import AgentState, CertRecord, RestartRecord, TargetState
+from agent.state.records import (
+    AgentState,
+    CertRecord,
+    RestartPhase,
+    RestartRecord,
+    RestartResult,
+    TargetState,
+)
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 
@@ -27,7 +34,9 @@ def test_text_from_an_old_state_file_stays_on_its_line() -> None:
         last_alert_state=None,
         last_alert_at=None,
     )
-    restart = RestartRecord("api", NOW, "done", "failed", None, None, "hook said\nok")
+    restart = RestartRecord(
+        "api", NOW, RestartPhase.DONE, RestartResult.FAILED, None, None, "hook said\nok"
+    )
     text = render_status(AgentState({"api": target}, (restart,)), "/var/lib/x/state.json", NOW)
     lines = text.splitlines()
     assert len(lines) == 6, lines

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List
 
-from conftest import StandinFactory
+from conftest import Spawn, StandinFactory
 
 from agent.check import run_check
 from agent.config.loader import parse_config
@@ -77,7 +77,10 @@ def test_a_plan_is_logged_once_not_every_round(tmp_path: Path, standin: StandinF
     assert len(planned) == 1
 
 
-def test_one_restart_per_round_the_others_wait(tmp_path: Path, supervisors: Supervisors) -> None:
+def test_one_restart_per_round_the_others_wait(
+    tmp_path: Path, supervisors: Supervisors, spawn: Spawn
+) -> None:
+    spawn("kubelet")  # static pods: kubelet starts the new apiserver
     api = supervisors.start()  # 20-day certificate: due
     old = api.wait_for_child()
     every_day = '["mon", "tue", "wed", "thu", "fri", "sat", "sun"]'

@@ -232,7 +232,16 @@ def test_static_pod_with_crictl_stops_the_container_running_the_pid(
     assert result.detail == f"crictl stop 3f2a000000000…: exit 0 (container PID {old.pid})"
     endpoint = ["--runtime-endpoint", "unix:///run/containerd.sock"]
     calls = _calls(log)
-    assert calls[0] == [*endpoint, "ps", "--name", "kube-apiserver", "-q"]
+    # By kubelet's labels, not --name (an unanchored regular expression).
+    assert calls[0] == [
+        *endpoint,
+        "ps",
+        "--label",
+        "io.kubernetes.container.name=kube-apiserver",
+        "--label",
+        "io.kubernetes.pod.namespace=kube-system",
+        "-q",
+    ]
     assert calls[1:3] == [
         [*endpoint, "inspect", "-o", "json", PROXY_ID],
         [*endpoint, "inspect", "-o", "json", APISERVER_ID],
@@ -317,7 +326,7 @@ def test_crictl_failure_is_reported_with_its_message(spawn: Spawn, tmp_path: Pat
 
     assert not result.ok
     assert result.detail == (
-        "crictl ps --name kube-apiserver exited 1: connect: connect endpoint "
+        "crictl ps (container kube-apiserver in kube-system) exited 1: connect: connect endpoint "
         "'unix:///run/containerd/containerd.sock', make sure you are running as root"
     )
 

@@ -12,10 +12,12 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import List
 
 import pytest
+from conftest import Spawn
 from supervisor import Supervisors
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,9 +36,15 @@ def klg(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.fixture(autouse=True)
+def kubelet(spawn: Spawn) -> None:
+    """Static-pod restarts need a running kubelet (a real process of that name)."""
+    spawn("kubelet")
+
+
 def config(tmp_path: Path, port: int, *restart: str, window: str = "") -> str:
     path = tmp_path / "config.toml"
-    window = window or f'days = {ALWAYS}\nstart = "00:00"\nend = "00:00"'
+    window = window or f'days = {ALWAYS}\nstart = "00:00"\nend = "24:00"'
     path.write_text(
         "\n".join(
             [
@@ -79,20 +87,41 @@ def test_plan_outside_the_window(supervisors: Supervisors, tmp_path: Path) -> No
     )
     assert "next opening: Sat 02:00 Europe/Berlin (2026-12-05 01:00 UTC until" in result.stdout
     data = json.loads(klg("plan", "--json", "--config", path, "--at", at).stdout)
-    assert data[0]["reason"] == "outside-window"
-    assert data[0]["next_opening"]["start"] == "2026-12-05T01:00:00Z"
+    # The envelope of `check --json` (issue 8.11).
+    assert set(data) == {"checked_at", "at", "targets"}
+    assert data["at"] == "2026-12-02T12:00:00Z"
+    (entry,) = data["targets"]
+    assert set(entry) == {
+        "name",
+        "state",
+        "not_after",
+        "restart",
+        "reason",
+        "message",
+        "next_window",
+        "method",
+        "guards",
+    }
+    assert (entry["name"], entry["method"]) == ("api", "static-pod")
+    assert entry["reason"] == "outside-window" and entry["restart"] is False
+    assert entry["next_window"] == {"start": "2026-12-05T01:00:00Z", "end": "2026-12-05T03:00:00Z"}
     inside = json.loads(
         klg("plan", "--json", "--config", path, "--at", "2026-12-05T01:30:00Z").stdout
-    )
-    assert inside[0]["reason"] == "due" and inside[0]["restart"] is True
-    assert inside[0]["guards"] is None  # --at: guards are not asked
+    )["targets"][0]
+    assert inside["reason"] == "due" and inside["restart"] is True
+    # Inside a window, next_window is the current one.
+    assert inside["next_window"] == {
+        "start": "2026-12-05T01:00:00Z",
+        "end": "2026-12-05T03:00:00Z",
+    }
+    assert inside["guards"] is None  # --at: guards are not asked
     assert api.exits() == []  # plan changes nothing
 
 
 def test_plan_asks_the_guards_when_restarting_now(supervisors: Supervisors, tmp_path: Path) -> None:
     api = supervisors.start()
     path = config(tmp_path, api.port, 'method = "static-pod"', 'blocking_command = ["/bin/false"]')
-    data = json.loads(klg("plan", "--json", "--config", path).stdout)
+    data = json.loads(klg("plan", "--json", "--config", path).stdout)["targets"]
     assert data[0]["reason"] == "blocked-command"
     assert data[0]["guards"]["command_problem"].startswith("blocking command said no")
     assert api.exits() == []
@@ -169,7 +198,7 @@ def test_kill_9_between_intent_and_verification_never_restarts_twice(
     assert "(too-soon)" in again.stdout
     lines: List[str] = runs.read_text().splitlines()
     assert len(lines) == 1  # exactly one restart
-    plan = json.loads(klg("plan", "--json", "--config", path).stdout)
+    plan = json.loads(klg("plan", "--json", "--config", path).stdout)["targets"]
     assert plan[0]["reason"] == "too-soon"
 
 
@@ -183,6 +212,25 @@ def _kill_leftover_sleep(script: Path) -> None:
             for child in process.children(recursive=True):
                 child.kill()
             process.kill()
+
+
+def test_plan_at_judges_state_days_and_decision_at_that_time(
+    supervisors: Supervisors, tmp_path: Path
+) -> None:
+    # The stand-in's certificate is read now; judged a year and a half later
+    # it has expired, and the decision says so (issue 8.10).
+    api = supervisors.start()
+    path = config(tmp_path, api.port, 'method = "static-pod"')
+    later = (datetime.now(timezone.utc) + timedelta(days=540)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    result = klg("plan", "--config", path, "--at", later)
+    assert result.returncode == 0, result.stderr
+    # Days left at TIME, not now (the stand-in's certificate has weeks left now).
+    days = re.search(r"api: EXPIRED, (-[0-9.]+) days left", result.stdout)
+    assert days is not None, result.stdout
+    assert float(days.group(1)) < -500
+    assert "decision: RESTART NOW (expired)" in result.stdout
+    entry = json.loads(klg("plan", "--json", "--config", path, "--at", later).stdout)["targets"][0]
+    assert (entry["state"], entry["reason"]) == ("expired", "expired")
 
 
 @pytest.mark.parametrize("bad", ["yesterday", "2026-12-05T01:00:00"])

@@ -10,14 +10,19 @@ and, on real systemd, in the packaging end-to-end test).
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List
+from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
 from apiserver_peer import ApiserverPeer
-from conftest import StandinFactory
+from conftest import Spawn, StandinFactory
+from faulty_peers import wait_until
 from journald import FakeJournald
 from supervisor import Supervisors
 
@@ -31,9 +36,13 @@ from agent.observe.discover import ProcessFinder
 from agent.observe.probe import probe
 from agent.report.events import MESSAGE_IDS, EventKind
 from agent.report.journal import open_journal
+from agent.restart.edges import RestartEdges
+from agent.restart.methods import kubelet_problem
 from agent.restart.restarter import Restarter, RestartOutcome
-from agent.state.records import last_restart
+from agent.state.records import RestartResult, last_restart
 from agent.state.store import RestartLock, read_state
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def now() -> datetime:
@@ -44,6 +53,12 @@ def now() -> datetime:
 def no_crictl(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without crictl on PATH the static-pod method signals the process."""
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
+
+
+@pytest.fixture(autouse=True)
+def kubelet(spawn: Spawn) -> subprocess.Popen[bytes]:
+    """Static-pod restarts need a running kubelet: a real process of that name."""
+    return spawn("kubelet")
 
 
 @pytest.fixture
@@ -81,7 +96,7 @@ timeout = "2s"
 [[restart.windows]]
 days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 start = "00:00"
-end = "00:00"
+end = "24:00"
 {extra}
 """
     path = tmp_path / "config.toml"
@@ -95,6 +110,8 @@ class Rig:
         self.journald = journald
         self.journal = open_journal(socket_path=journald.path)
         self.records: List[Dict[str, str]] = []
+        # One restarter, as the daemon keeps one: it holds the lease after a failure.
+        self.restarter = Restarter(config, self.journal, "master-1", now, RestartEdges(probe))
 
     def check(self) -> TargetReport:
         report = run_check(self.config.targets, self.config.thresholds, ProcessFinder(), probe, now)
@@ -107,7 +124,11 @@ class Rig:
             item.assessment, self.config.restart, last_restart(state, "api"), "master-1", now()
         )
         assert decision.restart, decision
-        return Restarter(self.config, self.journal, probe, "master-1", now).run(item, decision)
+        if self.restarter.config is not self.config:  # a test changed it
+            self.restarter = Restarter(
+                self.config, self.journal, "master-1", now, RestartEdges(probe)
+            )
+        return self.restarter.run(item, decision)
 
     def state(self):  # type: ignore[no-untyped-def]
         try:
@@ -121,6 +142,16 @@ class Rig:
         while self.journald.pending():
             self.records.append(self.journald.receive().fields)
         return [r for r in self.records if r.get("MESSAGE_ID") == MESSAGE_IDS[kind]]
+
+    def messages(self) -> List[str]:
+        while self.journald.pending():
+            self.records.append(self.journald.receive().fields)
+        return [r.get("MESSAGE", "") for r in self.records]
+
+    def keep_lease(self) -> Optional[str]:
+        """One daemon check's worth of lease keeping."""
+        report = run_check(self.config.targets, self.config.thresholds, ProcessFinder(), probe, now)
+        return self.restarter.keep_lease(report.targets, self.state())
 
 
 @pytest.fixture
@@ -165,11 +196,29 @@ def test_due_restart_is_carried_out_and_verified(
     assert again.reason is Reason.TOO_SOON
 
 
-def test_verification_fails_when_the_certificate_is_not_later(
+def test_a_downgrade_to_an_earlier_not_after_is_a_renewal(
     supervisors: Supervisors, rig: Callable[..., Rig]
 ) -> None:
-    fixed = (now() + timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    api = supervisors.start(f"--not-after={fixed}")
+    # v1.33 (1096 days) restarted as v1.32 (365 days): the new certificate
+    # expires earlier, but it was issued after the restart began (8.5).
+    api = supervisors.start("--lifetime=1096d")
+    old_pid = api.wait_for_child()
+    r = rig(api.port, restart='ready_timeout = "20s"\nbefore_expiry = "1200d"')
+    before = r.check().assessment.not_after
+    (api.state_dir / "next-flags").write_text("--lifetime=365d\n")
+    outcome = r.restart()
+    assert outcome.succeeded is True, outcome.detail
+    assert api.child_pid() != old_pid
+    after = r.check().assessment.not_after
+    assert before is not None and after is not None and after < before
+
+
+def test_verification_fails_when_the_certificate_is_not_new(
+    supervisors: Supervisors, rig: Callable[..., Rig]
+) -> None:
+    # Every start generates a certificate dated a day ago: not issued since.
+    fixed = (now() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    api = supervisors.start(f"--generated-at={fixed}")
     old_pid = api.wait_for_child()
     r = rig(api.port, restart='ready_timeout = "10s"')
     # Below the configurable minimum (10s), so the test does not wait it out:
@@ -295,7 +344,8 @@ def test_lease_held_by_another_master_blocks(
     r = rig(api.port, extra=lease_table(lease_peer, tmp_path, "master-1"))
     outcome = r.restart()
     assert outcome.decision.reason is Reason.LEASE_HELD
-    assert outcome.detail == "restart blocked: lease held by master-2"
+    # First sight of another holder's record: live, whatever its renewTime.
+    assert outcome.detail.startswith("restart blocked: lease held by master-2 (taken over only")
     assert api.child_pid() == old_pid
 
 
@@ -317,3 +367,210 @@ def test_unreadable_certificate_never_restarts(rig: Callable[..., Rig]) -> None:
     item = r.check()
     decision = decide(item.assessment, r.config.restart, None, "master-1", now())
     assert decision.reason is Reason.UNKNOWN_EXPIRY and not decision.restart
+
+
+# -- the lease after a failed restart (issue 8.4) -------------------------------
+
+
+def test_failed_restart_keeps_the_lease_until_the_apiserver_is_verified(
+    supervisors: Supervisors,
+    rig: Callable[..., Rig],
+    lease_peer: ApiserverPeer,
+    tmp_path: Path,
+    journald: FakeJournald,
+) -> None:
+    # Every start serves a certificate dated a day ago: the restart fails.
+    stale = (now() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    api = supervisors.start(f"--generated-at={stale}")
+    old_pid = api.wait_for_child()
+    r = rig(api.port, 'ready_timeout = "10s"', extra=lease_table(lease_peer, tmp_path, "master-1"))
+    outcome = r.restart()
+    assert outcome.acted and outcome.succeeded is False
+    holding = "restart failed; holding lease kube-system/klg so no other master restarts"
+    assert holding in r.messages()
+    lease = lease_peer.lease("kube-system", "klg")
+    assert lease is not None and lease["spec"]["holderIdentity"] == "master-1"
+
+    # While the daemon runs, each check renews it and STATUS says why.
+    renewed_before = lease["spec"]["renewTime"]
+    assert r.keep_lease() == holding
+    lease = lease_peer.lease("kube-system", "klg")
+    assert lease is not None and lease["spec"]["holderIdentity"] == "master-1"
+    assert lease["spec"]["renewTime"] > renewed_before
+
+    # A new daemon (a new restarter) finds it held by this node and keeps it.
+    fresh = Rig(r.config, journald)
+    assert fresh.keep_lease() == holding
+
+    # The apiserver comes back with a certificate issued now: verified, released.
+    (api.state_dir / "next-flags").write_text(f"--generated-at={now():%Y-%m-%dT%H:%M:%SZ}\n")
+    os.kill(api.wait_for_child(other_than=old_pid), signal.SIGTERM)
+    new_pid = api.wait_for_child(other_than=api.child_pid())
+    assert new_pid
+    assert wait_until(lambda: fresh.keep_lease() is None, 10)
+    lease = lease_peer.lease("kube-system", "klg")
+    assert lease is not None and not lease["spec"].get("holderIdentity")
+    assert any("released: the apiserver is verified healthy" in m for m in fresh.messages())
+
+
+def test_lease_release_verb(lease_peer: ApiserverPeer, tmp_path: Path) -> None:
+    config = write_config(tmp_path, 1, extra=lease_table(lease_peer, tmp_path, "master-1"))
+    assert config.path is not None
+    moment = format_micro_time(now())
+    spec = {"holderIdentity": "master-1", "leaseDurationSeconds": 900, "renewTime": moment}
+    lease_peer.put_lease("kube-system", "klg", spec)
+    done = klg("lease", "release", "--config", config.path)
+    assert done.returncode == 0, done.stderr
+    assert "lease kube-system/klg released (was held by master-1)" in done.stdout
+    lease = lease_peer.lease("kube-system", "klg")
+    assert lease is not None and not lease["spec"].get("holderIdentity")
+    again = klg("lease", "release", "--config", config.path)
+    assert again.returncode == 1
+    assert "is not held by master-1 (holder: nobody); nothing released" in again.stdout
+
+
+def klg(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    env.pop("NOTIFY_SOCKET", None)
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=str(ROOT),
+    )
+
+
+# -- peers on hardened clusters (issue 8.3) --------------------------------------
+
+
+def test_peer_with_anonymous_auth_off_counts_as_serving_without_credentials(
+    supervisors: Supervisors, rig: Callable[..., Rig]
+) -> None:
+    api = supervisors.start()
+    api.wait_for_child()
+    with ApiserverPeer(anonymous=False) as hardened:
+        r = rig(api.port, restart=f'peers = ["{hardened.url}"]\nmin_interval = "1h"')
+        outcome = r.restart()
+        assert outcome.succeeded is True, outcome.detail
+        assert ("GET", "/readyz", 401, None) in hardened.log
+        # Once, not at every restart.
+        (Path(r.config.state_dir) / "state.json").unlink()
+        assert r.restart().succeeded is True
+    said = [m for m in r.messages() if "readiness not visible" in m]
+    assert said == [f"peer {hardened.url}: /readyz answered 401: serving, readiness not visible"]
+
+
+def test_peer_readyz_is_asked_with_the_lease_credentials(
+    supervisors: Supervisors, rig: Callable[..., Rig], tmp_path: Path
+) -> None:
+    api = supervisors.start()
+    old_pid = api.wait_for_child()
+    with ApiserverPeer(anonymous=False) as hardened:
+        lease = lease_table(hardened, tmp_path, "master-1")
+        r = rig(api.port, restart=f'peers = ["{hardened.url}"]', extra=lease)
+        assert r.restart().succeeded is True
+        assert ("GET", "/readyz", 200, "master-1") in hardened.log
+        # Credentials the peer rejects: its readiness is not known, no restart.
+        (tmp_path / "state").joinpath("state.json").unlink()
+        wrong = hardened.kubeconfig(tmp_path, user="nobody", token="not-a-known-token")
+        r = rig(
+            api.port,
+            restart=f'peers = ["{hardened.url}"]\npeer_kubeconfig = "{wrong}"',
+            extra=lease,
+        )
+        pid = api.child_pid()
+        outcome = r.restart()
+        assert outcome.decision.reason is Reason.BLOCKED_PEER
+        assert "/readyz not ok: 401 (with credentials of " in outcome.detail
+        assert api.child_pid() == pid != old_pid
+
+
+# -- static pods need the kubelet (issue 8.6) ------------------------------------
+
+
+def test_static_pod_restart_is_refused_while_the_kubelet_is_down(
+    supervisors: Supervisors, rig: Callable[..., Rig], kubelet: subprocess.Popen[bytes]
+) -> None:
+    kubelet.kill()
+    kubelet.wait()
+    if kubelet_problem() is None:
+        pytest.skip("a process named kubelet runs on this machine (another test's?)")
+    api = supervisors.start()
+    old_pid = api.wait_for_child()
+    r = rig(api.port)
+    outcome = r.restart()
+    assert not outcome.acted
+    assert outcome.decision.reason is Reason.KUBELET_DOWN
+    assert outcome.detail == (
+        "restart blocked: kubelet is not running: a stopped apiserver would not be started again"
+    )
+    assert api.child_pid() == old_pid and api.exits() == []
+    assert last_restart(r.state(), "api") is None
+
+
+# -- nothing that fails before the method counts (issue 9.8) ---------------------
+
+
+def test_a_failure_before_the_method_leaves_no_counted_intent(
+    supervisors: Supervisors, rig: Callable[..., Rig], lease_peer: ApiserverPeer, tmp_path: Path
+) -> None:
+    api = supervisors.start()
+    old_pid = api.wait_for_child()
+    # A server name the HTTP layer cannot encode: not a KubeconfigError today.
+    broken = lease_peer.kubeconfig(tmp_path, server="https://\u00e4pi.example:6443")
+    extra = (
+        "[restart.lease]\n"
+        f'kubeconfig = "{broken}"\nnamespace = "kube-system"\nname = "klg"\nduration = "15m"\n'
+    )
+    r = rig(api.port, extra=extra)
+    outcome = r.restart()
+    assert not outcome.acted and outcome.succeeded is None
+    assert api.child_pid() == old_pid and api.exits() == []
+    (record,) = r.state().restarts
+    assert record.outcome in (RestartResult.ABORTED, RestartResult.BLOCKED)
+    assert last_restart(r.state(), "api") is None  # it does not hold min_interval
+
+
+# -- the daemon and a person, racing (issue 9.3) ---------------------------------
+
+
+def test_a_decision_from_an_old_state_is_taken_again_under_the_lock(
+    supervisors: Supervisors, rig: Callable[..., Rig], tmp_path: Path
+) -> None:
+    api = supervisors.start()
+    old_pid = api.wait_for_child()
+    r = rig(api.port)
+    # This process decides from the state as it is now: no restart yet.
+    item = r.check()
+    stale = decide(item.assessment, r.config.restart, None, "master-1", now())
+    assert stale.restart
+    # Meanwhile a person runs `restart` in another process, to the end.
+    assert r.config.path is not None
+    person = klg("restart", "--config", r.config.path)
+    assert person.returncode == 0, person.stdout + person.stderr
+    api.wait_for_child(other_than=old_pid)
+    # Acting on the old decision: under the lock the history says too soon.
+    outcome = r.restarter.run(item, stale)
+    assert not outcome.acted
+    assert outcome.decision.reason is Reason.TOO_SOON
+    assert len(api.exits()) == 1
+    assert [rec.outcome for rec in r.state().restarts] == [RestartResult.SUCCEEDED]
+
+
+def test_budget_covers_every_step_of_a_restart(tmp_path: Path) -> None:
+    def budget(restart: str = "", extra: str = "") -> float:
+        config = write_config(tmp_path, 1, restart, extra)
+        return Restarter(
+            config, open_journal(socket_path=tmp_path / "j"), "n", now, RestartEdges(probe)
+        ).budget()
+
+    plain = budget()
+    # 4 commands of 10s, ready_timeout 30s, a minute for verification's last round.
+    assert plain == 4 * 10 + 30 + 60
+    assert budget('ready_timeout = "5m"') == plain + 270
+    assert budget('peers = ["https://10.0.0.2:6443", "https://10.0.0.3:6443"]') == plain + 20
+    lease = '[restart.lease]\nkubeconfig = "/etc/kubernetes/admin.conf"\n'
+    assert budget(extra=lease) == plain + 40
+    assert budget("enabled = false") == 0.0

@@ -212,9 +212,10 @@ class Clock:
         seconds: float = 60,
     ) -> Verification:
         """verify_restart on this clock, the deadline `seconds` from now, every 2 s."""
+        old_cert = None if old_not_after is None else _probed(old_not_after).cert
         return verify_restart(
             old,
-            old_not_after,
+            old_cert,
             find,
             probe_once,
             ready,
@@ -237,7 +238,7 @@ def _probed(not_after: Optional[datetime], error: str = "connection refused") ->
             subject="CN=apiserver-loopback-client@1",
             issuer="CN=apiserver-loopback-client-ca@1",
             serial="2",
-            sha256="00",
+            sha256=f"sha256-of-{not_after.isoformat()}",
             not_before=not_before,
             not_after=not_after,
             generated_at=not_before + timedelta(hours=1),
@@ -273,7 +274,7 @@ def test_first_round_success() -> None:
     assert result.ok and result.missing == ()
     assert (result.new_process, result.new_not_after) == (_process(200), NEW_NOT_AFTER)
     assert result.detail == (
-        "restart succeeded: PID 100 → 200, not_after 2026-12-01T08:00:00Z → "
+        "restart succeeded: PID 100 -> 200, not_after 2026-12-01T08:00:00Z -> "
         "2029-11-30T11:00:00Z, /readyz ok (after 0s)"
     )
     assert clock.sleeps == []
@@ -323,7 +324,7 @@ def test_unknown_old_state_accepts_any_process_and_certificate() -> None:
     result = clock.verify(None, None, lambda: OLD, lambda: _probed(OLD_NOT_AFTER), lambda: READY)
     assert result.ok
     assert result.detail.startswith(
-        "restart succeeded: PID ? → 100, not_after ? → 2026-12-01T08:00:00Z"
+        "restart succeeded: PID ? -> 100, not_after ? -> 2026-12-01T08:00:00Z"
     )
 
 
@@ -338,14 +339,16 @@ def test_without_a_process_to_watch_only_the_certificate_and_readyz_count() -> N
     )
     assert result.ok and result.new_process is None
     assert result.detail == (
-        "restart succeeded: not_after 2026-12-01T08:00:00Z → 2029-11-30T11:00:00Z, "
+        "restart succeeded: not_after 2026-12-01T08:00:00Z -> 2029-11-30T11:00:00Z, "
         "/readyz ok (after 2s)"
     )
 
     failed = clock.verify(
         None, OLD_NOT_AFTER, None, lambda: _probed(OLD_NOT_AFTER), lambda: READY, seconds=0
     )
-    assert failed.missing == ("certificate not renewed (not_after unchanged 2026-12-01T08:00:00Z)",)
+    assert failed.missing == (
+        "certificate not renewed (the same certificate, not_after 2026-12-01T08:00:00Z)",
+    )
 
 
 def test_fails_at_the_deadline_saying_what_never_held() -> None:
@@ -364,13 +367,14 @@ def test_fails_at_the_deadline_saying_what_never_held() -> None:
     assert clock.now == start + 5
     assert result.missing == (
         "no new process (PID 100 unchanged)",
-        "certificate not renewed (not_after unchanged 2026-12-01T08:00:00Z)",
+        "certificate not renewed (the same certificate, not_after 2026-12-01T08:00:00Z)",
         "/readyz not ok: 500",
     )
     assert (result.new_process, result.new_not_after) == (None, None)
     assert result.detail == (
         "restart failed: no new process (PID 100 unchanged); certificate not renewed "
-        "(not_after unchanged 2026-12-01T08:00:00Z); /readyz not ok: 500 (checked for 5s)"
+        "(the same certificate, not_after 2026-12-01T08:00:00Z); /readyz not ok: 500 "
+        "(checked for 5s)"
     )
 
 
@@ -389,8 +393,8 @@ def test_fails_at_the_deadline_saying_what_never_held() -> None:
             _process(200),
             _probed(OLD_NOT_AFTER - timedelta(days=1)),
             (
-                "certificate not renewed (not_after 2026-11-30T08:00:00Z is before "
-                "2026-12-01T08:00:00Z)",
+                "certificate not renewed (not_before 2023-11-30T08:00:00Z says it was issued "
+                "before the restart began (not_before 2023-12-01T08:00:00Z))",
             ),
         ),
     ],
@@ -403,6 +407,41 @@ def test_missing_wording(
         OLD, OLD_NOT_AFTER, lambda: found, lambda: probed, lambda: READY, seconds=0
     )
     assert result.missing == missing
+
+
+def test_a_downgrade_with_an_earlier_not_after_is_a_renewal() -> None:
+    # 1.33 (1096 days) back to 1.32 (365 days): the new certificate expires
+    # earlier, but it was issued after the restart began (issue 8.5).
+    clock = Clock()
+    began = T0
+    old = _probed(OLD_NOT_AFTER).cert
+    assert old is not None
+    issued = began + timedelta(seconds=3)
+    downgraded = LoopbackCert(
+        subject="CN=apiserver-loopback-client@2",
+        issuer="CN=apiserver-loopback-client-ca@2",
+        serial="7",
+        sha256="new",
+        not_before=issued - timedelta(hours=1),
+        not_after=issued - timedelta(hours=1) + timedelta(days=365),
+        generated_at=issued,
+    )
+    assert downgraded.not_after < OLD_NOT_AFTER + timedelta(days=1096)
+    served = ProbeResult("127.0.0.1", 6443, LOOPBACK_SERVER_NAME, downgraded, "ok", None)
+    result = verify_restart(
+        OLD, old, lambda: _process(200), lambda: served, lambda: READY,
+        deadline=clock.now, monotonic=clock.monotonic, sleep=clock.sleep, began=began,
+    )  # fmt: skip
+    assert result.ok, result.detail
+    # A certificate from before the restart began is not one, whatever its dates.
+    stale = ProbeResult("127.0.0.1", 6443, LOOPBACK_SERVER_NAME, downgraded, "ok", None)
+    late = verify_restart(
+        OLD, old, lambda: _process(200), lambda: stale, lambda: READY,
+        deadline=clock.now, monotonic=clock.monotonic, sleep=clock.sleep,
+        began=issued + timedelta(minutes=1),
+    )  # fmt: skip
+    assert not late.ok
+    assert late.missing[0].startswith("certificate not renewed (not_before ")
 
 
 def test_one_round_runs_even_past_the_deadline() -> None:
@@ -458,12 +497,13 @@ def _verify(
     started = time.monotonic()
     result = verify_restart(
         old,
-        old_cert.not_after,
+        old_cert,
         seen.find,
         seen.probe_once,
         seen.ready,
         deadline=started + seconds,
         interval=0.2,
+        began=datetime.now(timezone.utc),
     )
     return result, time.monotonic() - started, old, old_cert.not_after
 
@@ -478,7 +518,7 @@ def test_real_restart_is_verified(supervisors: Supervisors) -> None:
     assert result.new_process is not None and result.new_process.pid == api.child_pid()
     assert result.new_process.pid != old.pid
     assert result.new_not_after is not None and result.new_not_after > old_not_after
-    assert result.detail.startswith(f"restart succeeded: PID {old.pid} → {result.new_process.pid}")
+    assert result.detail.startswith(f"restart succeeded: PID {old.pid} -> {result.new_process.pid}")
     assert elapsed < 10
 
 
@@ -495,7 +535,8 @@ def test_restart_with_the_same_certificate_dates_is_not_renewed(
     assert not result.ok
     assert result.new_process is not None and result.new_process.pid == api.child_pid()
     (missing,) = result.missing
-    assert missing.startswith("certificate not renewed (not_after unchanged ")
+    # Another key, but not issued after the restart began.
+    assert missing.startswith("certificate not renewed (not_before ")
     assert 4 <= elapsed < 6
 
 
@@ -507,7 +548,7 @@ def test_no_restart_at_all(supervisors: Supervisors) -> None:
     assert not result.ok
     assert len(result.missing) == 2
     assert result.missing[0] == f"no new process (PID {old.pid} unchanged)"
-    assert result.missing[1].startswith("certificate not renewed (not_after unchanged ")
+    assert result.missing[1].startswith("certificate not renewed (the same certificate, ")
     assert 1 <= elapsed < 3
 
 

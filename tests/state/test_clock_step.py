@@ -12,7 +12,7 @@ from agent_run import run_agent
 from conftest import StandinFactory
 
 from agent.state.codec import decode_state, encode_state
-from agent.state.records import AgentState, RestartRecord
+from agent.state.records import AgentState, RestartPhase, RestartRecord, RestartResult
 from agent.timefmt import format_utc_minutes
 
 CONFIG = """
@@ -29,6 +29,10 @@ enabled = true
 dry_run = true  # whatever it decides, never act on this host
 when_expired = "immediately"
 min_interval = "24h"
+[[restart.windows]]  # required when enabled; expired restarts at once anyway
+days = ["sun"]
+start = "02:00"
+end = "04:00"
 """
 
 
@@ -42,7 +46,9 @@ def test_records_from_before_a_backward_step_count_as_now(
     # The last restart happened "next year": the clock has since stepped back
     # a year, and more than min_interval of real time has passed since.
     ahead = now + timedelta(days=365)
-    stepped = RestartRecord("api", ahead, "done", "succeeded", None, None, "expired")
+    stepped = RestartRecord(
+        "api", ahead, RestartPhase.DONE, RestartResult.SUCCEEDED, None, None, "expired"
+    )
     (state_dir / "state.json").write_bytes(
         encode_state(AgentState(targets={}, restarts=(stepped,)))
     )

@@ -27,7 +27,9 @@ from agent.state.records import (
     AgentState,
     CertRecord,
     ProcessRecord,
+    RestartPhase,
     RestartRecord,
+    RestartResult,
     TargetState,
     target_state_from,
 )
@@ -67,8 +69,8 @@ restarts = st.builds(
     RestartRecord,
     target=text,
     at=any_utc,
-    phase=st.sampled_from(["intent", "done"]),
-    outcome=st.none() | st.sampled_from(["succeeded", "failed", "blocked", "aborted"]),
+    phase=st.sampled_from(list(RestartPhase)),
+    outcome=st.none() | st.sampled_from(list(RestartResult)),
     old_not_after=st.none() | any_utc,
     new_not_after=st.none() | any_utc,
     detail=text,
@@ -89,7 +91,7 @@ def test_every_state_reads_back_exactly(state: AgentState) -> None:
 def test_years_below_1000_read_back() -> None:
     # strftime("%Y") writes year 999 as "999" on glibc, which the reader refused.
     early = datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC)
-    record = RestartRecord("t", early, "intent", None, early, None, "x")
+    record = RestartRecord("t", early, RestartPhase.INTENT, None, early, None, "x")
     state = AgentState(targets={}, restarts=(record,))
     assert b'"0999-01-02T03:04:05Z"' in encode_state(state)
     assert decode_state(encode_state(state)) == state
@@ -139,7 +141,9 @@ def test_states_built_from_odd_certificates_read_back(
 
 def _restart(minute: int, target: str = "kube-apiserver") -> RestartRecord:
     at = datetime(2026, 11, 29, 2, minute, tzinfo=UTC)
-    return RestartRecord(target, at, "done", "succeeded", at, at + timedelta(days=365), "due")
+    return RestartRecord(
+        target, at, RestartPhase.DONE, RestartResult.SUCCEEDED, at, at + timedelta(days=365), "due"
+    )
 
 
 def test_restart_records_are_salvaged_from_a_truncated_file() -> None:

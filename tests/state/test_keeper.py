@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from agent.state.keeper import REWRITE_EVERY, StateKeeper, file_id
-from agent.state.records import RestartRecord, TargetState, add_restart
+from agent.state.records import RestartPhase, RestartRecord, RestartResult, TargetState, add_restart
 from agent.state.store import read_state, state_path, update_state
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -88,7 +88,7 @@ def test_the_file_is_not_reread_unless_someone_else_wrote_it(tmp_path: Path) -> 
     assert keeper.refresh(T0) is None
     assert os.path.exists(path) and keeper.state.targets["api"] == target(T0)
     Path(path).write_bytes(good)
-    record = RestartRecord("api", T0, "intent", None, NOT_AFTER, None, "by hand")
+    record = RestartRecord("api", T0, RestartPhase.INTENT, None, NOT_AFTER, None, "by hand")
     update_state(str(tmp_path), lambda s: add_restart(s, record), T0)  # the `restart` verb
     assert keeper.refresh(T0) is None
     assert keeper.state.restarts == (record,)
@@ -121,7 +121,9 @@ def test_a_time_ahead_of_the_clock_is_settled_said_once_and_written(tmp_path: Pa
     keeper = StateKeeper(str(tmp_path))
     keeper.load(T0)
     keeper.save({"api": target(T0)}, T0)
-    ahead = RestartRecord("api", T0 + timedelta(days=30), "done", "succeeded", None, None, "")
+    ahead = RestartRecord(
+        "api", T0 + timedelta(days=30), RestartPhase.DONE, RestartResult.SUCCEEDED, None, None, ""
+    )
     update_state(str(tmp_path), lambda s: add_restart(s, ahead), T0)  # before a clock step
     later = T0 + timedelta(minutes=5)
     keeper.refresh(later)

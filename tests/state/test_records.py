@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from typing import Optional
 
 from agent.state.codec import decode_state, encode_state
 from agent.state.records import (
     CLOCK_STEP_TOLERANCE,
     MAX_RESTARTS,
     AgentState,
+    RestartPhase,
     RestartRecord,
+    RestartResult,
     TargetState,
     add_restart,
     finish_restart,
@@ -23,10 +26,16 @@ T0 = datetime(2026, 11, 29, 2, 0, tzinfo=timezone.utc)
 
 
 def record(
-    target: str, minute: int, phase: str = "done", outcome: str = "blocked"
+    target: str, minute: int, phase: str = "done", outcome: Optional[str] = "blocked"
 ) -> RestartRecord:
     return RestartRecord(
-        target, T0 + timedelta(minutes=minute), phase, outcome, None, None, "detail"
+        target,
+        T0 + timedelta(minutes=minute),
+        RestartPhase(phase),
+        None if outcome is None else RestartResult(outcome),
+        None,
+        None,
+        "detail",
     )
 
 
@@ -66,7 +75,9 @@ NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 
 
 def test_a_restart_dated_after_now_counts_as_now() -> None:
-    ahead = RestartRecord("a", NOW + timedelta(days=365), "done", "succeeded", None, None, "")
+    ahead = RestartRecord(
+        "a", NOW + timedelta(days=365), RestartPhase.DONE, RestartResult.SUCCEEDED, None, None, ""
+    )
     state = AgentState(targets={}, restarts=(ahead,))
     assert last_restart(state, "a", NOW) == NOW
     # A few minutes ahead is clock noise between two nodes' writers, kept as is.
@@ -75,7 +86,9 @@ def test_a_restart_dated_after_now_counts_as_now() -> None:
 
 
 def test_settle_future_moves_restarts_and_alerts_once() -> None:
-    ahead = RestartRecord("a", NOW + timedelta(days=365), "intent", None, None, None, "due")
+    ahead = RestartRecord(
+        "a", NOW + timedelta(days=365), RestartPhase.INTENT, None, None, None, "due"
+    )
     target = TargetState(
         checked_at=NOW,
         state="warning",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.state.codec import encode_state
-from agent.state.records import AgentState, RestartRecord, last_restart
+from agent.state.records import AgentState, RestartPhase, RestartRecord, RestartResult, last_restart
 from agent.state.store import (
     LOCK_FILE,
     MAX_CORRUPT_FILES,
@@ -30,7 +30,9 @@ NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 
 def restarted(target: str, minutes_ago: int) -> RestartRecord:
     at = NOW - timedelta(minutes=minutes_ago)
-    return RestartRecord(target, at, "done", "succeeded", at, at + timedelta(days=365), "due")
+    return RestartRecord(
+        target, at, RestartPhase.DONE, RestartResult.SUCCEEDED, at, at + timedelta(days=365), "due"
+    )
 
 
 def test_a_truncated_file_keeps_its_restart_records(tmp_path: Path) -> None:
