@@ -213,13 +213,17 @@ def next_opening(window: MaintenanceWindow, t: datetime) -> Optional[Span]:
     # Readings can run up to a day behind or ahead of UTC, so an occurrence
     # started three days before the reading may still be open at t.
     for offset in range(-3, _HORIZON_DAYS + 1):
-        day = reading.date() + timedelta(days=offset)
-        first, last = _occurrence(window, day)
-        if best is not None and best[0] <= first - _OFFSET_BOUND:
-            break  # this day's occurrence, and every later one, opens after best
-        if day.weekday() not in window.days or last + _OFFSET_BOUND <= now:
-            continue
-        for opening in _openings(window.tz, first, last):
+        try:
+            day = reading.date() + timedelta(days=offset)
+            first, last = _occurrence(window, day)
+            if best is not None and best[0] <= first - _OFFSET_BOUND:
+                break  # this day's occurrence, and every later one, opens after best
+            if day.weekday() not in window.days or last + _OFFSET_BOUND <= now:
+                continue
+            openings = _openings(window.tz, first, last)
+        except OverflowError:
+            continue  # beyond years 1–9999, which datetime holds: no opening there
+        for opening in openings:
             # Openings never overlap, so the earliest one still open at t is
             # the one containing t, if there is one.
             if opening[1] > now and (best is None or opening[0] < best[0]):

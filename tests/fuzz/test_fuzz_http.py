@@ -22,7 +22,7 @@ from typing import Iterator, List, Optional, Tuple
 
 import pytest
 from faulty_peers import TlsScriptedPeer
-from fuzzing import PropertyBroken, inputs, known_defects
+from fuzzing import PropertyBroken, inputs
 from hypothesis import event, given
 from hypothesis import strategies as st
 
@@ -241,6 +241,5 @@ def test_responses_from_a_real_peer(tls_peer: TlsScriptedPeer, case: Case) -> No
         small = len(body) <= http.HEALTH_LIMIT
         assert result.livez == (livez_verdict(status, body) if small else "error")
         assert ready.ok == (small and status == 200 and body.strip() == b"ok")
-    with known_defects("api-json-depth"):
-        api = _api(tls_peer.port)
-        assert status is None or api == status
+    api = _api(tls_peer.port)
+    assert status is None or api == status
