@@ -224,7 +224,8 @@ def test_a_lease_holder_with_newlines_is_shown_as_one_line(tmp_path: Path) -> No
     from apiserver_peer import ApiserverPeer
 
     from agent.kube.kubeconfig import load_kubeconfig
-    from agent.kube.lease import Lease, LeaseClient, format_micro_time
+    from agent.kube.lease import Lease, format_micro_time
+    from agent.kube.lease_client import LeaseClient
 
     now = datetime.now(timezone.utc)
     with ApiserverPeer(tokens={}) as peer:

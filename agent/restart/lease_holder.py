@@ -16,7 +16,8 @@ from typing import Callable, Optional, Tuple
 
 from agent.config.types import RestartConfig
 from agent.kube.kubeconfig import KubeconfigError, load_kubeconfig
-from agent.kube.lease import Lease, LeaseClient, LeaseError
+from agent.kube.lease import Lease, LeaseError
+from agent.kube.lease_client import LeaseClient
 from agent.model import TargetReport
 from agent.report.events import PRIORITY_CRIT, PRIORITY_INFO, PRIORITY_WARNING
 from agent.report.journal import Journal

@@ -31,7 +31,6 @@ from faulty_peers import (
 from agent.kube.kubeconfig import ApiCredentials, load_kubeconfig
 from agent.kube.lease import (
     Lease,
-    LeaseClient,
     LeaseConflict,
     LeaseError,
     LeaseRecord,
@@ -41,6 +40,7 @@ from agent.kube.lease import (
     lease_is_free,
     parse_micro_time,
 )
+from agent.kube.lease_client import LeaseClient
 from agent.model import LOOPBACK_SERVER_NAME
 
 NS, NAME = "kube-system", "kube-loopback-guard"
