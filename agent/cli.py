@@ -19,9 +19,6 @@ if TYPE_CHECKING:
     from agent.config.types import Config, TargetConfig
     from agent.state.records import AgentState
 
-    # What add_subparsers returns; argparse names the class only privately.
-    Verbs = argparse._SubParsersAction[Parser]
-
 # What a verb needs it imports itself: `--help` loads neither psutil nor the
 # config machinery, and `check` only what a check needs.
 from agent.usage import (
@@ -32,6 +29,10 @@ from agent.usage import (
     plugin_unknown,
     unknown_target,
 )
+
+if TYPE_CHECKING:
+    # What add_subparsers returns; argparse names the class only privately.
+    Verbs = argparse._SubParsersAction[Parser]
 
 # sysexits.h EX_CONFIG; the unit's RestartPreventExitStatus= names it.
 EXIT_CONFIG = 78

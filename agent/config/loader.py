@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from agent.config import DEFAULT_CONFIG_PATH as DEFAULT_CONFIG_PATH
@@ -27,6 +26,7 @@ from agent.config.types import (
     Thresholds,
 )
 from agent.config.values import KINDS
+from agent.record import replace
 
 if TYPE_CHECKING:
     from agent.judge.window import MaintenanceWindow

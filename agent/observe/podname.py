@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import re
 import subprocess
-from dataclasses import replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from agent.model import ApiserverProcess
+from agent.record import replace
 
 _CRICTL_TIMEOUT = 5.0
 _CRICTL_LIMIT = 4 * 1024 * 1024
