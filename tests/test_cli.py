@@ -507,7 +507,7 @@ def test_a_verbs_own_parser_parses_and_explains_like_the_whole_one() -> None:
         assert list(own) == [verb]
         assert own[verb].format_help() == whole[verb].format_help()
         assert own[verb].plugin == whole[verb].plugin
-        words = [verb, "--config", "/x.toml"]
+        words = [verb, "--config", "/x.toml", *(["release"] if verb == "lease" else [])]
         assert (
             vars(build_parser(verb).parse_args(words)).keys()
             == vars(build_parser().parse_args(words)).keys()
