@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -32,6 +31,7 @@ from agent.model import (
 )
 from agent.observe.discover import Discovery, ProcessFinder
 from agent.observe.shapes import KIND_HOSTS, KIND_PORT, KIND_PROCESS, probe_hosts, process_names
+from agent.record import replace
 from agent.text import one_line
 
 ProbeFunction = Callable[[str, int, str, float], ProbeResult]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Callable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple, Union
 
 from agent import __version__
 from agent.config import DEFAULT_CONFIG_PATH
@@ -29,6 +29,10 @@ from agent.usage import (
     plugin_unknown,
     unknown_target,
 )
+
+if TYPE_CHECKING:
+    # What add_subparsers returns; argparse names the class only privately.
+    Verbs = argparse._SubParsersAction[Parser]
 
 # sysexits.h EX_CONFIG; the unit's RestartPreventExitStatus= names it.
 EXIT_CONFIG = 78
@@ -340,23 +344,7 @@ def _select(config: Config, name: Optional[str]) -> tuple[TargetConfig, ...]:
     return targets
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = Parser(add_help=False)
-    common.add_argument(
-        "--config",
-        metavar="PATH",
-        help=f"TOML config file (default {DEFAULT_CONFIG_PATH}; built-in defaults if absent)",
-    )
-    parser = Parser(
-        prog="kube-loopback-guard",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
-    verbs.required = True
-
+def _add_check(verbs: Verbs, common: Parser) -> None:
     check = verbs.add_parser(
         "check",
         parents=[common],
@@ -375,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print JSON instead of plugin text")
     check.set_defaults(handler=cmd_check, parser=check)
 
+
+def _add_demo(verbs: Verbs, common: Parser) -> None:
     demo = verbs.add_parser(
         "demo",
         parents=[common],
@@ -403,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print JSON instead of plugin text")
     demo.set_defaults(handler=cmd_demo, parser=demo)
 
+
+def _add_run(verbs: Verbs, common: Parser) -> None:
     run = verbs.add_parser(
         "run",
         parents=[common],
@@ -418,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=cmd_run, parser=run)
 
+
+def _add_plan(verbs: Verbs, common: Parser) -> None:
     plan = verbs.add_parser(
         "plan",
         parents=[common],
@@ -442,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="print JSON")
     plan.set_defaults(handler=cmd_plan, parser=plan)
 
+
+def _add_restart(verbs: Verbs, common: Parser) -> None:
     restart = verbs.add_parser(
         "restart",
         parents=[common],
@@ -465,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     restart.add_argument("--dry-run", action="store_true", help="decide and log, never act")
     restart.set_defaults(handler=cmd_restart, parser=restart)
 
+
+def _add_lease(verbs: Verbs, common: Parser) -> None:
     lease = verbs.add_parser(
         "lease",
         parents=[common],
@@ -482,6 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     lease.add_argument("action", choices=["release"], help="what to do with the lease")
     lease.set_defaults(handler=cmd_lease)
 
+
+def _add_status(verbs: Verbs, common: Parser) -> None:
     status = verbs.add_parser(
         "status",
         parents=[common],
@@ -495,6 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON, on every path")
     status.set_defaults(handler=cmd_status, parser=status)
 
+
+def _add_reload(verbs: Verbs, common: Parser) -> None:
     reload = verbs.add_parser(
         "reload",
         parents=[common],
@@ -513,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reload.set_defaults(handler=cmd_reload, parser=reload)
 
+
+def _add_config(verbs: Verbs, common: Parser) -> None:
     config = verbs.add_parser(
         "config",
         parents=[common],
@@ -526,12 +530,53 @@ def build_parser() -> argparse.ArgumentParser:
         "--example", action="store_true", help="print every option with its default"
     )
     config.set_defaults(handler=cmd_config, parser=config)
+
+
+# Each verb's parser, in the order `--help` lists them.
+VERBS: Dict[str, Callable[[Verbs, Parser], None]] = {
+    "check": _add_check,
+    "demo": _add_demo,
+    "run": _add_run,
+    "plan": _add_plan,
+    "restart": _add_restart,
+    "lease": _add_lease,
+    "status": _add_status,
+    "reload": _add_reload,
+    "config": _add_config,
+}
+
+
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """Return the whole command line's parser; given a verb (`only`), one
+    that knows just that verb: it parses that verb's command lines alike, and
+    a cold `check` need not build the seven others."""
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        help=f"TOML config file (default {DEFAULT_CONFIG_PATH}; built-in defaults if absent)",
+    )
+    parser = Parser(
+        prog="kube-loopback-guard",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+    for name, add in VERBS.items():
+        if only is None or name == only:
+            add(verbs, common)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
     words = join_negative_values(sys.argv[1:] if argv is None else list(argv))
+    # A command line starting with a verb needs only that verb's parser; any
+    # other (--help, --version, no verb, an unknown one) gets the whole CLI's.
+    verb = words[0] if words and words[0] in VERBS else None
+    parser = build_parser(verb)
     args, extras = parser.parse_known_args(words)
     if extras:
         # The verb's parser, so `check --bogus` is the plugin's UNKNOWN.

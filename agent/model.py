@@ -8,12 +8,12 @@ that every reporter renders. Every datetime here is timezone-aware UTC.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import List, Literal, Optional, Protocol, Tuple
 
 from agent.config.types import TargetConfig, Thresholds
+from agent.record import dataclass
 
 # The verdict of upstream's loopback-serving-certificate check (v1.36+), from
 # its line in GET /livez?verbose: ok ("[+]… ok"), failed ("[-]… failed", HTTP

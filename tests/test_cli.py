@@ -487,3 +487,28 @@ def test_check_loads_no_restart_window_or_logging_machinery(tmp_path: Path) -> N
     assert "agent.check" in loaded  # it did check
     unwanted = {"agent.judge.window", "zoneinfo", "logging", "difflib", "agent.restart.restarter"}
     assert unwanted.isdisjoint(loaded), unwanted.intersection(loaded)
+
+
+def test_a_verbs_own_parser_parses_and_explains_like_the_whole_one() -> None:
+    # main() builds only the verb's parser when argv starts with one (a cold
+    # `check` then skips the seven others): it must be the same parser.
+    import argparse
+
+    from agent.cli import VERBS, build_parser
+
+    def sub_parsers(parser: argparse.ArgumentParser) -> Dict[str, argparse.ArgumentParser]:
+        (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return dict(action.choices)
+
+    whole = sub_parsers(build_parser())
+    assert list(whole) == list(VERBS)
+    for verb in VERBS:
+        own = sub_parsers(build_parser(verb))
+        assert list(own) == [verb]
+        assert own[verb].format_help() == whole[verb].format_help()
+        assert own[verb].plugin == whole[verb].plugin
+        words = [verb, "--config", "/x.toml", *(["release"] if verb == "lease" else [])]
+        assert (
+            vars(build_parser(verb).parse_args(words)).keys()
+            == vars(build_parser().parse_args(words)).keys()
+        )

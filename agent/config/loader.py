@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from agent.config import DEFAULT_CONFIG_PATH as DEFAULT_CONFIG_PATH
@@ -27,14 +26,10 @@ from agent.config.types import (
     Thresholds,
 )
 from agent.config.values import KINDS
+from agent.record import replace
 
 if TYPE_CHECKING:
     from agent.judge.window import MaintenanceWindow
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python < 3.11 only
-    import tomli as tomllib
 
 
 class ConfigError(Exception):
@@ -276,6 +271,12 @@ def build_config(raw: Dict[str, Any], path: str) -> Config:
 
 def parse_config(text: str, path: str) -> Config:
     """Given TOML text and its file name, return the Config or raise ConfigError."""
+    # Imported here: the built-in defaults (no config file) need no parser.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python < 3.11 only
+        import tomli as tomllib
+
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

@@ -7,8 +7,9 @@ against it, and `render_example()` writes the sample config shipped as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Tuple, Union
+
+from agent.record import dataclass
 
 # A default as it is written in TOML: str, int, bool or a list of str.
 Default = Union[str, int, bool, Tuple[str, ...]]

@@ -6,10 +6,11 @@ threshold, a target or the restart policy without pulling in the loader.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Optional, Tuple
+
+from agent.record import dataclass
 
 # Every dataclass here has a docstring: without one, @dataclass computes a
 # signature through `inspect` for its __doc__, about 0.5 ms a class at import.

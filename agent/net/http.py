@@ -18,11 +18,11 @@ The parser is our own rather than `http.client`'s, which would bring the
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
 import agent
 from agent.net.tls import NetError, TlsConnection
+from agent.record import dataclass
 
 __all__ = ["HEALTH_LIMIT", "JSON_LIMIT", "Response", "exchange"]
 

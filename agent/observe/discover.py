@@ -15,7 +15,6 @@ its pod (`agent.observe.podname`).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -26,6 +25,7 @@ from agent.model import DEFAULT_SECURE_PORT, ApiserverProcess, same_process
 from agent.observe import netns, procscan
 from agent.observe.flags import ServingFlags, args_file_words, read_flags
 from agent.observe.shapes import Shape, process_names, recognise
+from agent.record import dataclass, replace
 
 # An args file is a few KiB; a bound keeps a hostile one from costing more.
 _ARGS_FILE_LIMIT = 256 * 1024

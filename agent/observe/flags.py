@@ -7,8 +7,9 @@ args files (one flag per line, `#` comments, values possibly quoted).
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
+
+from agent.record import dataclass
 
 PORT_FLAG = "secure-port"
 BIND_FLAG = "bind-address"

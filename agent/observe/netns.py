@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
 from typing import List, Optional, Tuple
+
+from agent.record import dataclass
 
 _LISTEN = "0A"
 # Bounded reads: a pod with thousands of sockets must not cost megabytes.

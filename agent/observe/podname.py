@@ -18,14 +18,12 @@ those too but not the pod's recreation (a rollout), the address neither.
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
 import subprocess
-from dataclasses import replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from agent.model import ApiserverProcess
+from agent.record import replace
 
 _CRICTL_TIMEOUT = 5.0
 _CRICTL_LIMIT = 4 * 1024 * 1024
@@ -45,6 +43,8 @@ def label_pods(
     pods = [p for p in found if p.kind == "pod"]
     if not pods:
         return list(found)
+    import shutil  # only when a pod was found: not on a plain check
+
     tool = crictl or shutil.which("crictl")
     labels = cri_pod_names(tool) if tool else {}
     named: List[ApiserverProcess] = []
@@ -110,6 +110,8 @@ def cri_pod_names(crictl: str) -> Dict[str, str]:
 
 def parse_crictl_ps(output: bytes) -> Dict[str, str]:
     """Given `crictl ps -o json` output, return container ID → "namespace/pod"."""
+    import json  # only here: the check path has no other use for it
+
     try:
         data = json.loads(output)
     except ValueError:

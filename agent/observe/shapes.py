@@ -25,11 +25,11 @@ ever points a probe at it.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence, Tuple
 
 from agent.model import DEFAULT_SECURE_PORT
 from agent.observe.flags import ServingFlags
+from agent.record import dataclass
 
 APISERVER = "kube-apiserver"
 K3S = "k3s-server"
