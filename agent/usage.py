@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 # that is not configured (argparse's 2 would collide with restart's "failed").
 # `check` and `demo` exit EXIT_UNKNOWN instead, as a monitoring plugin must.
 EXIT_USAGE = 64
+# sysexits.h EX_CONFIG; the unit's RestartPreventExitStatus= names it.
+EXIT_CONFIG = 78
 
 
 class UnknownTarget(Exception):

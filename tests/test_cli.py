@@ -352,6 +352,20 @@ def test_other_verbs_usage_error_is_ex_usage() -> None:
         assert result.stdout == ""
 
 
+def test_every_verb_answers_an_unknown_option_as_a_usage_error() -> None:
+    # Each verb's parser must name itself (set_defaults parser=…): without it,
+    # an unknown option after a valid command line was a traceback.
+    from agent.cli import VERBS
+
+    for verb in VERBS:
+        args = [verb, *(["release"] if verb == "lease" else []), "--bogus"]
+        result = klg(*args)
+        plugin = verb in ("check", "demo")
+        assert result.returncode == (3 if plugin else 64), (args, result.stderr)
+        assert "Traceback" not in result.stderr, args
+        assert "unrecognized arguments: --bogus" in result.stderr, args
+
+
 def test_check_json_on_invalid_config(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("nope = 1\n")

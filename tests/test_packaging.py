@@ -310,12 +310,11 @@ def test_manpage_help_texts_match(manpage: str) -> None:
 
 def test_manpage_documents_config_exit_codes_metrics_and_journal(manpage: str) -> None:
     """What the page generates from the code is all there: it cannot drift."""
-    from agent.cli import EXIT_CONFIG
     from agent.config.schema import SCHEMA
     from agent.config.values import KINDS, choices_of
     from agent.report.events import JOURNAL_FIELDS, MESSAGE_IDS
     from agent.report.metrics import HELP, PREFIX
-    from agent.usage import EXIT_USAGE
+    from agent.usage import EXIT_CONFIG, EXIT_USAGE
 
     sections = man_sections(manpage)
     for section in ("CONFIGURATION", "METRICS", "JOURNAL", "ENVIRONMENT", "EXAMPLES"):

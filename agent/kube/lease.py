@@ -26,12 +26,9 @@ import socket
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Tuple
+from typing import Any, Callable, Mapping, Optional, Protocol, Tuple
 
 from agent.timefmt import format_rfc3339, parse_rfc3339
-
-if TYPE_CHECKING:
-    from agent.kube.lease_client import LeaseClient
 
 __all__ = [
     "Lease",
@@ -139,6 +136,18 @@ def lease_is_free(record: Optional[LeaseRecord], identity: str, unchanged_for: f
 # -- the lock ------------------------------------------------------------------
 
 
+class LeaseCalls(Protocol):
+    """The three Lease calls `Lease` makes; `agent.kube.lease_client.LeaseClient`
+    makes them against an API server (named here, not imported: the client
+    builds on this module's records)."""
+
+    def get(self, namespace: str, name: str) -> Optional[LeaseRecord]: ...
+
+    def create(self, namespace: str, name: str, spec: LeaseSpec) -> LeaseRecord: ...
+
+    def update(self, record: LeaseRecord) -> LeaseRecord: ...
+
+
 class Lease:
     """One Lease used as a lock: acquire, renew while working, release.
 
@@ -151,7 +160,7 @@ class Lease:
 
     def __init__(
         self,
-        client: LeaseClient,
+        client: LeaseCalls,
         namespace: str,
         name: str,
         duration: timedelta,
