@@ -184,11 +184,18 @@ def parse_window(
 def contains(window: MaintenanceWindow, t: datetime) -> bool:
     """Given a window and an aware instant, return whether the instant is inside
     the window. Raise ValueError if t is naive."""
-    reading = _reading(window, t)
+    try:
+        reading = _reading(window, t)
+    except OverflowError:
+        return False  # its wall clock lies beyond years 1–9999: no occurrence there
     # Only the occurrences starting on the reading's day or the day before can
     # hold it, since none is longer than a day.
-    for day in (reading.date(), reading.date() - _DAY):
-        first, last = _occurrence(window, day)
+    for back in (0, 1):
+        try:
+            day = reading.date() - back * _DAY
+            first, last = _occurrence(window, day)
+        except OverflowError:
+            continue  # the day before year 1, or a window running past year 9999
         if day.weekday() in window.days and first <= reading < last:
             return True
     return False
@@ -207,7 +214,10 @@ def next_opening(window: MaintenanceWindow, t: datetime) -> Optional[Span]:
     the fall-back day is open 01:00–02:30 CEST, then again 02:00–02:30 CET),
     so that [start, end) never holds an instant outside the window.
     """
-    reading = _reading(window, t)
+    try:
+        reading = _reading(window, t)
+    except OverflowError:
+        return None  # its wall clock lies beyond years 1–9999: no opening there
     now = t.astimezone(_UTC).replace(tzinfo=None)
     best: Optional[Span] = None
     # Readings can run up to a day behind or ahead of UTC, so an occurrence

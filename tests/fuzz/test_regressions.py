@@ -299,3 +299,31 @@ def test_a_deeply_nested_api_body_is_read_or_refused() -> None:
 def test_a_content_length_beyond_any_size_is_a_kube_api_error() -> None:
     with pytest.raises(KubeApiError):
         _api_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n{}")
+
+
+# -- found by fuzzing: window membership at the ends of the calendar --------------
+
+
+@pytest.mark.parametrize(
+    ("zone", "instant"),
+    [
+        (
+            "Africa/Abidjan",
+            datetime(1, 1, 2, 0, 0, tzinfo=timezone.utc),
+        ),  # the day before is year 0
+        ("America/New_York", datetime(1, 1, 1, 0, 0, tzinfo=timezone.utc)),  # its reading is year 0
+        (
+            "Asia/Tokyo",
+            datetime(9999, 12, 31, 23, 0, tzinfo=timezone.utc),
+        ),  # its reading is year 10000
+    ],
+)
+def test_window_membership_at_the_ends_of_the_calendar_is_an_answer(
+    zone: str, instant: datetime
+) -> None:
+    from agent.judge.window import contains, next_opening, parse_window
+
+    window = parse_window(["mon", "sun"], "00:00", "00:01", zone)
+    assert contains(window, instant) in (True, False)
+    opening = next_opening(window, instant)
+    assert opening is None or opening[0] < opening[1]
