@@ -27,6 +27,7 @@ from agent.config.types import (
 )
 from agent.config.values import KINDS
 from agent.record import replace
+from agent.text import one_line
 
 if TYPE_CHECKING:
     from agent.judge.window import MaintenanceWindow
@@ -40,14 +41,8 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-def _printable(text: str) -> str:
-    """Given text from the file, return it with every unprintable character
-    escaped as Python would ("\\n", "\\x00"), so one problem stays one line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def _show(value: Any) -> str:
-    text = repr(value) if not isinstance(value, str) else '"' + _printable(value) + '"'
+    text = repr(value) if not isinstance(value, str) else '"' + one_line(value, limit=None) + '"'
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -59,7 +54,7 @@ class _Collector:
         self.problems: List[str] = []
 
     def add(self, key: str, message: str, value: Any = None, *, show_value: bool = True) -> None:
-        where = f"{self.path}: {_printable(key)}" if key else self.path
+        where = f"{self.path}: {one_line(key, limit=None)}" if key else self.path
         suffix = f" (got {_show(value)})" if show_value else ""
         self.problems.append(f"{where}: {message}{suffix}")
 
