@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
+import py_compile
 import random
+import shlex
+import shutil
 import socket
 import stat
 import subprocess
@@ -22,6 +27,94 @@ if TYPE_CHECKING:
     from supervisor import Supervisors
 
 StandinFactory = Callable[..., StandinApiserver]
+
+# Worker processes (pytest -n, pytest-xdist): each runs in a PID namespace of
+# its own, with /proc mounted for it, when run as root. Discovery scans /proc
+# for processes by name (kube-apiserver, kubelet, ...); in one namespace a
+# worker would find the processes another worker's test started. Without root
+# (or unshare(1)) the workers share /proc, and the tests that need to see no
+# foreign process skip, saying so.
+ISOLATE_WORKERS = ("unshare", "--pid", "--fork", "--mount-proc", "--kill-child")
+
+
+def _can_isolate_workers() -> bool:
+    """Return whether this process may start workers in PID namespaces of their own."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    try:
+        probe = subprocess.run([*ISOLATE_WORKERS, "true"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _compile_ahead(config: pytest.Config) -> None:
+    """Where PYTHONDONTWRITEBYTECODE is set, compile agent/ and the test
+    modules (as pytest's assertion rewriter caches them) once, before the
+    workers start, and delete what was written when the run ends: otherwise
+    each worker compiles the suite again (~3 s of CPU apiece) and each of the
+    ~500 Python processes the tests start compiles agent/ again."""
+    if not sys.flags.dont_write_bytecode:
+        return  # Python and pytest keep their caches themselves
+    written: List[Path] = []
+    config.add_cleanup(lambda: _remove(written))
+    for source in sorted((ROOT / "agent").rglob("*.py")):
+        pyc = Path(importlib.util.cache_from_source(str(source)))
+        if not pyc.exists():
+            written.append(pyc)
+            py_compile.compile(str(source), cfile=str(pyc), doraise=False)
+    try:  # pytest's own cache of rewritten modules; its helpers are private
+        from _pytest.assertion import assertstate_key
+        from _pytest.assertion.rewrite import (
+            PYC_TAIL,
+            _read_pyc,
+            _rewrite_test,
+            _write_pyc,
+            get_cache_dir,
+        )
+
+        state = config.stash[assertstate_key]
+    except (ImportError, KeyError, AttributeError):
+        return  # another pytest: the workers rewrite for themselves
+    for source in sorted((ROOT / "tests").rglob("*.py")):
+        if not (source.name.startswith("test_") or source.name == "conftest.py"):
+            continue
+        pyc = get_cache_dir(source) / (source.name[:-3] + PYC_TAIL)
+        if _read_pyc(source, pyc) is not None:
+            continue
+        pyc.parent.mkdir(exist_ok=True)
+        written.append(pyc)
+        stamp, code = _rewrite_test(source, config)
+        _write_pyc(state, code, stamp, pyc)
+
+
+def _remove(written: List[Path]) -> None:
+    """Given the bytecode files _compile_ahead wrote, delete them and the
+    __pycache__ dirs they leave empty."""
+    for pyc in written:
+        pyc.unlink(missing_ok=True)
+    for folder in {pyc.parent for pyc in written}:
+        with contextlib.suppress(OSError):  # not empty: someone else's files
+            folder.rmdir()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Given pytest's configuration on the controller, compile ahead and
+    start each local xdist worker through unshare(1) so it sees only its
+    own processes."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        return
+    specs = getattr(config.option, "tx", None)
+    if specs:
+        _compile_ahead(config)
+    if not specs or not _can_isolate_workers():
+        return
+    isolated = shlex.join([*ISOLATE_WORKERS, sys.executable])
+    config.option.tx = [f"popen//python={isolated}" if spec == "popen" else spec for spec in specs]
+
 
 # Where the suite's journals point instead of the host's journald socket.
 PRIVATE_JOURNAL = "no-journald/socket"

@@ -103,7 +103,8 @@ def test_the_real_journal_socket_is_never_touched(tmp_path: Path) -> None:
     assert ours(redirected["records"]) == []
 
     # The suite itself, started with the host's environment (no redirection):
-    # tests that restart apiservers and refuse configs log nothing to the trap.
+    # a test that restarts an apiserver and one that refuses a config log
+    # nothing to the trap.
     suite = in_trapped_namespace(
         base,
         sys.executable,
@@ -112,7 +113,7 @@ def test_the_real_journal_socket_is_never_touched(tmp_path: Path) -> None:
         "-q",
         "-p",
         "no:cacheprovider",
-        "tests/restart/test_plan.py",
+        "tests/restart/test_plan.py::test_restart_verb_restarts_once",
         "tests/test_cli.py::test_run_refuses_invalid_config_with_78",
     )
     assert suite["rc"] == 0, suite["out"]
