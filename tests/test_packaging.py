@@ -90,6 +90,12 @@ def built(kind: str, pattern: str, tmp_path_factory: pytest.TempPathFactory) -> 
     return found[0]
 
 
+# One worker builds both packages and runs every test on them (pytest -n):
+# the session fixtures below would otherwise build them again on each worker.
+# The builds and lintian take ~20 s, so they start first.
+pytestmark = [pytest.mark.xdist_group("packaging"), pytest.mark.slow]
+
+
 # ---------------------------------------------------------------------------
 # fixtures
 

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 import pytest
-from hypothesis import given, settings
+from fuzz.fuzzing import inputs
+from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.config.loader import default_config
@@ -226,7 +227,7 @@ def test_guards_never_turn_a_no_into_a_yes() -> None:
 ZONES = ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "UTC"]
 
 
-@settings(max_examples=300, deadline=None)
+@inputs(300, quick=30)
 @given(
     days=st.lists(st.sampled_from(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]), min_size=1),
     start=st.integers(0, 23 * 60 + 59),

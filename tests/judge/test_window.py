@@ -6,7 +6,8 @@ from typing import Any, Dict, List, Optional, Tuple
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
+from fuzz.fuzzing import inputs
+from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.judge.window import (
@@ -143,7 +144,7 @@ def cases() -> st.SearchStrategy[Tuple[MaintenanceWindow, datetime]]:
     return st.one_of(any_cases(), transition_cases())
 
 
-@settings(max_examples=200, deadline=None)
+@inputs(200, quick=20)
 @given(cases())
 def test_contains_matches_the_reference(case: Tuple[MaintenanceWindow, datetime]) -> None:
     w, t = case
@@ -152,7 +153,7 @@ def test_contains_matches_the_reference(case: Tuple[MaintenanceWindow, datetime]
         assert contains(w, instant) == (reference_owner(w, instant) is not None), instant
 
 
-@settings(max_examples=200, deadline=None)
+@inputs(200, quick=20)
 @given(cases())
 def test_next_opening_matches_the_reference(case: Tuple[MaintenanceWindow, datetime]) -> None:
     w, t = case
@@ -164,7 +165,7 @@ def test_next_opening_matches_the_reference(case: Tuple[MaintenanceWindow, datet
     assert w.contains(t) == (start <= t)
 
 
-@settings(max_examples=100, deadline=None)
+@inputs(100, quick=10)
 @given(st.lists(cases(), min_size=1, max_size=3))
 def test_next_opening_of_is_the_earliest(found: List[Tuple[MaintenanceWindow, datetime]]) -> None:
     windows = [w for w, _ in found]

@@ -10,7 +10,8 @@ from typing import Dict, Optional
 
 import pytest
 from apiserver_peer import ClientCa
-from hypothesis import HealthCheck, given, settings
+from fuzz.fuzzing import inputs
+from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.kube.kubeconfig import KubeconfigError, load_kubeconfig
@@ -582,9 +583,7 @@ _FRAGMENTS = st.sampled_from(
 )
 
 
-@settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@inputs(300, quick=30)
 @given(st.lists(_FRAGMENTS, max_size=40).map("".join))
 def test_any_text_is_credentials_or_a_kubeconfig_error(tmp_path: Path, text: str) -> None:
     path = write(tmp_path, text)

@@ -401,6 +401,7 @@ def race(locks: List[Lease], now: datetime) -> List[bool]:
     return [bool(w) for w in won]
 
 
+@pytest.mark.slow
 def test_three_agents_racing(peer: ApiserverPeer, tmp_path: Path) -> None:
     locks = [lock_for(peer, tmp_path, f"node-{n}") for n in "abc"]
     for round_number in range(30):

@@ -127,6 +127,7 @@ def test_plan_asks_the_guards_when_restarting_now(supervisors: Supervisors, tmp_
     assert api.exits() == []
 
 
+@pytest.mark.slow
 def test_restart_verb_restarts_once(supervisors: Supervisors, tmp_path: Path) -> None:
     api = supervisors.start()
     old = api.wait_for_child()

@@ -213,6 +213,7 @@ def test_a_downgrade_to_an_earlier_not_after_is_a_renewal(
     assert before is not None and after is not None and after < before
 
 
+@pytest.mark.slow
 def test_verification_fails_when_the_certificate_is_not_new(
     supervisors: Supervisors, rig: Callable[..., Rig]
 ) -> None:
@@ -372,6 +373,7 @@ def test_unreadable_certificate_never_restarts(rig: Callable[..., Rig]) -> None:
 # -- the lease after a failed restart (issue 8.4) -------------------------------
 
 
+@pytest.mark.slow
 def test_failed_restart_keeps_the_lease_until_the_apiserver_is_verified(
     supervisors: Supervisors,
     rig: Callable[..., Rig],
@@ -445,6 +447,7 @@ def klg(*args: str) -> subprocess.CompletedProcess[str]:
 # -- peers on hardened clusters (issue 8.3) --------------------------------------
 
 
+@pytest.mark.slow
 def test_peer_with_anonymous_auth_off_counts_as_serving_without_credentials(
     supervisors: Supervisors, rig: Callable[..., Rig]
 ) -> None:
@@ -536,6 +539,7 @@ def test_a_failure_before_the_method_leaves_no_counted_intent(
 # -- the daemon and a person, racing (issue 9.3) ---------------------------------
 
 
+@pytest.mark.slow
 def test_a_decision_from_an_old_state_is_taken_again_under_the_lock(
     supervisors: Supervisors, rig: Callable[..., Rig], tmp_path: Path
 ) -> None:

@@ -522,6 +522,7 @@ def test_real_restart_is_verified(supervisors: Supervisors) -> None:
     assert elapsed < 10
 
 
+@pytest.mark.slow
 def test_restart_with_the_same_certificate_dates_is_not_renewed(
     supervisors: Supervisors,
 ) -> None:
@@ -552,6 +553,7 @@ def test_no_restart_at_all(supervisors: Supervisors) -> None:
     assert 1 <= elapsed < 3
 
 
+@pytest.mark.slow
 def test_new_apiserver_not_ready(supervisors: Supervisors) -> None:
     api = supervisors.start("--readyz=failed")
 
