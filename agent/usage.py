@@ -9,6 +9,7 @@ and reads argparse's exit 2 as CRITICAL. The other verbs exit EX_USAGE.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from typing import TYPE_CHECKING, List, NoReturn
@@ -37,6 +38,17 @@ class Parser(argparse.ArgumentParser):
 
     plugin = False
 
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse's own asks shutil for the terminal's width, which imports
+        # shutil (with zlib, bz2 and lzma: ~4 ms of a cold check) each time a
+        # parser is built, help printed or not.
+        # (typeshed's formatter_class type knows only prog; every argparse
+        # formatter takes width too.)
+        formatter: argparse.HelpFormatter = self.formatter_class(  # type: ignore[call-arg]
+            prog=self.prog, width=terminal_columns() - 2
+        )
+        return formatter
+
     def error(self, message: str) -> NoReturn:
         from agent.report.output import EXIT_UNKNOWN, unknown_line
 
@@ -46,6 +58,21 @@ class Parser(argparse.ArgumentParser):
             sys.stdout.write(unknown_line(f"usage error: {message} (see {self.prog} --help)"))
             sys.exit(EXIT_UNKNOWN)
         sys.exit(EXIT_USAGE)
+
+
+def terminal_columns() -> int:
+    """Return the terminal's width as shutil.get_terminal_size() does: $COLUMNS
+    when a positive number, else stdout's terminal, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0 and sys.__stdout__ is not None:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
 
 
 def plugin_unknown(args: argparse.Namespace, summary: str, details: List[str]) -> int:

@@ -252,6 +252,14 @@ def daemon(port: int, tmp: str, processes: Processes, quick: bool, out: Dict[str
         )
         for name, python in pythons.items()
     }
+    # The floor under the daemon's RSS: the same interpreter holding only
+    # what any such agent must import (psutil, ssl, cryptography.x509).
+    for name, python in pythons.items():
+        running[f"floor_{name}"] = processes.start(
+            [python, "-c", "import psutil, ssl, cryptography.x509, time; time.sleep(600)"],
+            env=env,
+            cwd=sides.ROOT,
+        )
     check = sides.in_process_check(port, process_name=sides.APISERVER_NAME)
     check()
     seconds = 20 if quick else 60
@@ -273,10 +281,12 @@ def daemon(port: int, tmp: str, processes: Processes, quick: bool, out: Dict[str
         processes.stop(process)
     out["daemon_seconds"] = seconds
     out["daemon_rss_mib"] = peak["daemon"]
+    out["rss_floor_mib"] = peak["floor_daemon"]
     out["daemon_cpu_ms_per_check"] = cpu["daemon"] / wall * 1000  # one check per second
     out["check_cpu_ms"] = statistics.mean(ours)
     if "daemon_distro" in running:
         out["daemon_rss_mib_distro"] = peak["daemon_distro"]
+        out["rss_floor_mib_distro"] = peak["floor_daemon_distro"]
         out["daemon_cpu_ms_per_check_distro"] = cpu["daemon_distro"] / wall * 1000
 
 
@@ -299,6 +309,8 @@ ROWS = [
     ("warm discovery", "discover_warm_ms", None, "ms"),
     ("daemon RSS (1 s interval)", "daemon_rss_mib", None, "MiB"),
     ("daemon RSS, distro python3 + libs (as the .deb)", "daemon_rss_mib_distro", None, "MiB"),
+    ("RSS floor: python importing psutil, ssl, x509", "rss_floor_mib", None, "MiB"),
+    ("RSS floor, distro python3 + libs", "rss_floor_mib_distro", None, "MiB"),
     ("daemon CPU per check", "daemon_cpu_ms_per_check", None, "ms"),
     ("daemon CPU per check, distro python3", "daemon_cpu_ms_per_check_distro", None, "ms"),
     ("the same check in-process, once a second, CPU", "check_cpu_ms", None, "ms"),
