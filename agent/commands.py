@@ -95,8 +95,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    from agent.config.example import render_example
     from agent.config.loader import ConfigError, config_notes
-    from agent.config.schema import render_example
 
     if args.example:
         sys.stdout.write(render_example())

@@ -18,7 +18,7 @@ import pytest
 from conftest import StandinFactory
 from journald import FakeJournald
 
-from agent.config.schema import render_example
+from agent.config.example import render_example
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUS_LINE = re.compile(

@@ -1,8 +1,9 @@
 """The configuration schema: every key, its type, default and meaning.
 
 This is the one place options are documented. `agent.config` validates
-against it, and `render_example()` writes the sample config shipped as
-/etc/kube-loopback-guard/config.toml (a test keeps the two in step).
+against it, `agent.config.example` writes the sample config shipped as
+/etc/kube-loopback-guard/config.toml from it (a test keeps the two in step),
+and packaging/gen-manpage the man page.
 """
 
 from __future__ import annotations
@@ -390,44 +391,3 @@ def table_named(name: str) -> Table:
 
 def children_of(table: Table) -> tuple[Table, ...]:
     return tuple(t for t in SCHEMA if t.name and t is not table and t.parent == table.name)
-
-
-def toml_value(value: Default) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, tuple):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _comment(text: str) -> list[str]:
-    return ["# " + line for line in text.splitlines()]
-
-
-def render_example() -> str:
-    """Return the sample config: every option with its default, commented out.
-
-    Uncommenting any line keeps the behaviour the same, except in tables that
-    are off by default ([[restart.windows]], [restart.lease]), whose sample
-    values are examples; the test suite checks both.
-    """
-    lines = [
-        "# kube-loopback-guard configuration (TOML).",
-        "# Generated from agent/schema.py: `kube-loopback-guard config --example`.",
-        "# Every value shown is the default (examples in tables that are off by",
-        "# default); uncomment a line to change it.",
-        '# Durations are a whole number and one unit: "30s", "5m", "2h", "60d".',
-    ]
-    for table in SCHEMA:
-        lines.append("")
-        if table.name:
-            lines.extend(_comment(table.description))
-            header = f"[[{table.name}]]" if table.array else f"[{table.name}]"
-            lines.append("# " + header)
-        for option in table.options:
-            lines.extend(_comment(option.description))
-            value = option.example if option.example is not None else option.default
-            lines.append(f"# {option.key} = {toml_value(value)}")
-    return "\n".join(lines) + "\n"
