@@ -526,3 +526,26 @@ def test_a_verbs_own_parser_parses_and_explains_like_the_whole_one() -> None:
             vars(build_parser(verb).parse_args(words)).keys()
             == vars(build_parser().parse_args(words)).keys()
         )
+
+
+@pytest.mark.parametrize(("argv", "collecting"), [(["config"], False), (["run"], True)])
+def test_the_collector_is_off_for_short_verbs_only_and_restored(
+    argv: List[str], collecting: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from agent import cli
+
+    seen: List[bool] = []
+
+    def handler(args: object) -> int:
+        seen.append(gc.isenabled())
+        return 0
+
+    # In-process, with the verb's work replaced: only main()'s handling of
+    # the cyclic garbage collector is under test here.
+    monkeypatch.setattr(cli, f"cmd_{argv[0]}", handler)
+    assert gc.isenabled()
+    assert cli.main(argv) == 0
+    assert seen == [collecting]
+    assert gc.isenabled()
