@@ -397,7 +397,7 @@ end = "24:00"
 """
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=5)
 def test_inside_a_window_exactly_one_restart(
     start_agent: Callable[..., Agent], supervisors: Supervisors, spawn: Spawn
 ) -> None:
@@ -454,7 +454,7 @@ def test_outside_the_window_no_restart(
     assert agent.with_id(EventKind.RESTART_STARTED) == []
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=12)
 def test_a_failed_restart_holds_the_lease_and_status_says_so(
     start_agent: Callable[..., Agent], supervisors: Supervisors, spawn: Spawn, tmp_path: Path
 ) -> None:

@@ -142,7 +142,7 @@ def fifty_targets(tmp_path: Path, standin: StandinFactory) -> Path:
     return path
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=12)
 def test_fifty_targets_keep_journal_status_and_memory_bounded(
     tmp_path: Path, fifty_targets: Path
 ) -> None:

@@ -12,6 +12,7 @@ The man page tests need no packaging tools: they run packaging/gen-manpage.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import functools
 import gzip
 import importlib.util
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -83,17 +85,25 @@ def built(kind: str, pattern: str, tmp_path_factory: pytest.TempPathFactory) -> 
         found = sorted(Path(prebuilt).glob(pattern))
         assert len(found) == 1, f"{DIST_ENV}={prebuilt}: expected one {pattern}, found {found}"
         return found[0]
-    out = tmp_path_factory.mktemp(f"dist-{kind}")
-    run("bash", str(PACKAGING / f"build-{kind}"), str(out))
+    # Under pytest -n, the workers of one run share the parent of their
+    # basetemp: the first to get here builds, the others wait and reuse it.
+    root = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        root = root.parent
+    out = root / f"dist-{kind}"
+    with open(root / f"dist-{kind}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not out.exists():
+            work = Path(tempfile.mkdtemp(prefix=f"dist-{kind}-", dir=root))
+            run("bash", str(PACKAGING / f"build-{kind}"), str(work))
+            work.rename(out)
     found = sorted(out.glob(pattern))
     assert len(found) == 1, f"expected one {pattern} in {out}, found {found}"
     return found[0]
 
 
-# One worker builds both packages and runs every test on them (pytest -n):
-# the session fixtures below would otherwise build them again on each worker.
-# The builds and lintian take ~20 s, so they start first.
-pytestmark = [pytest.mark.xdist_group("packaging"), pytest.mark.slow]
+# The package builds and lintian take ~10 s: these tests start early.
+pytestmark = pytest.mark.slow(seconds=4)
 
 
 # ---------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def test_every_journal_in_the_suite_points_into_tmp(private_journal: Path, tmp_p
     assert open_journal().socket_path is None
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=5)
 def test_the_real_journal_socket_is_never_touched(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("nope = 1\n")

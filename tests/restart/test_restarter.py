@@ -213,7 +213,7 @@ def test_a_downgrade_to_an_earlier_not_after_is_a_renewal(
     assert before is not None and after is not None and after < before
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=5)
 def test_verification_fails_when_the_certificate_is_not_new(
     supervisors: Supervisors, rig: Callable[..., Rig]
 ) -> None:
@@ -373,7 +373,7 @@ def test_unreadable_certificate_never_restarts(rig: Callable[..., Rig]) -> None:
 # -- the lease after a failed restart (issue 8.4) -------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=12)
 def test_failed_restart_keeps_the_lease_until_the_apiserver_is_verified(
     supervisors: Supervisors,
     rig: Callable[..., Rig],
