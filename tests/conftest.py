@@ -70,36 +70,42 @@ def _compile_ahead(config: pytest.Config) -> None:
             jobs.append(functools.partial(py_compile.compile, str(source), str(pyc)))
     try:  # pytest's own cache of rewritten modules; its helpers are private
         from _pytest.assertion import assertstate_key
-        from _pytest.assertion.rewrite import PYC_TAIL, _read_pyc, get_cache_dir
+        from _pytest.assertion.rewrite import (
+            PYC_TAIL,
+            _read_pyc,
+            _rewrite_test,
+            _write_pyc,
+            get_cache_dir,
+        )
 
         state = config.stash[assertstate_key]
     except (ImportError, KeyError, AttributeError):
         state = None  # another pytest: the workers rewrite for themselves
+
+    def rewrite(source: Path, pyc: Path) -> None:
+        pyc.parent.mkdir(exist_ok=True)
+        stamp, code = _rewrite_test(source, config)
+        _write_pyc(state, code, stamp, pyc)
+
     for source in sorted((ROOT / "tests").rglob("*.py")):
         if state is None or not (source.name.startswith("test_") or source.name == "conftest.py"):
             continue
         pyc = get_cache_dir(source) / (source.name[:-3] + PYC_TAIL)
         if _read_pyc(source, pyc) is None:
             written.append(pyc)
-            jobs.append(functools.partial(_rewrite, config, state, source, pyc))
+            jobs.append(functools.partial(rewrite, source, pyc))
     # Half in a forked child, half here: both cores, before any worker starts.
+    # Ahead of time only: whatever fails here (a test module that does not
+    # compile) the worker meets again, and reports, when it imports it.
     child = os.fork()
     try:
         for job in jobs[child == 0 :: 2]:
-            job()
+            with contextlib.suppress(Exception):
+                job()
     finally:
         if child == 0:
             os._exit(0)
     os.waitpid(child, 0)
-
-
-def _rewrite(config: pytest.Config, state: Any, source: Path, pyc: Path) -> None:
-    """Given a test module, write its assertion-rewritten code where pytest looks for it."""
-    from _pytest.assertion.rewrite import _rewrite_test, _write_pyc
-
-    pyc.parent.mkdir(exist_ok=True)
-    stamp, code = _rewrite_test(source, config)
-    _write_pyc(state, code, stamp, pyc)
 
 
 def _remove(written: List[Path]) -> None:
